@@ -1,0 +1,5 @@
+"""``python -m mxgate`` runs the command line."""
+
+from mxgate.cli import main
+
+main()

@@ -1,0 +1,26 @@
+"""The ``mxgate`` command: composes the parts, owns no mail logic.
+
+Every command takes ``--config FILE`` after its name (or ``MXGATE_CONFIG``);
+errors in settings or arguments become one clear line on stderr and a non-zero
+exit status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from mxgate.cli import config_cmd, db, serve
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="mxgate: inbound mail gateway with its routing in PostgreSQL.",
+)
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(db.app, name="db")
+app.command("serve")(serve.serve)
+
+
+def main() -> None:
+    app()

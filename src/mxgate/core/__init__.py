@@ -1,0 +1,1 @@
+"""The pure core: routing decisions over a snapshot. Stdlib only, no I/O."""

@@ -1,0 +1,120 @@
+"""Settings: file + environment, clear errors, ``config show`` like postconf."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mxgate.cli import app
+from mxgate.config import ConfigError, MxgateConfig, load_config, parse_duration
+
+runner = CliRunner()
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "mxgate.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_postfix_defaults() -> None:
+    config = load_config(None, environ={}).config
+    assert config.message_size_limit == 30720000
+    assert config.smtpd_recipient_limit == 1000
+    assert config.maximal_queue_lifetime == 5 * 86400
+    assert config.minimal_backoff_time == 300
+    assert config.maximal_backoff_time == 4000
+    assert config.default_transport == "smtp:"
+    assert config.hopcount_limit == 50
+
+
+def test_file_then_environment(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        'myhostname = "mx1.example.net"\n'
+        'mynetworks = ["192.0.2.0/24", "[2001:db8::]/32"]\n'
+        'maximal_queue_lifetime = "2d"\n'
+        "message_size_limit = 1000\n",
+    )
+    loaded = load_config(path, environ={"MXGATE_MESSAGE_SIZE_LIMIT": "2000"})
+    config = loaded.config
+    assert config.myhostname == "mx1.example.net"
+    assert config.mynetworks == (
+        ipaddress.ip_network("192.0.2.0/24"),
+        ipaddress.ip_network("2001:db8::/32"),
+    )
+    assert config.maximal_queue_lifetime == 2 * 86400
+    assert config.message_size_limit == 2000
+    assert loaded.sources["message_size_limit"] == "MXGATE_MESSAGE_SIZE_LIMIT"
+    assert loaded.sources["myhostname"] == str(path)
+
+
+def test_database_url_from_environment() -> None:
+    url = "postgresql://mx@db1,db2/mail"
+    assert load_config(None, environ={"MXGATE_DATABASE_URL": url}).config.database_url == url
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("bogus = 1\n", "unknown setting 'bogus'"),
+        ('message_size_limit = "big"\n', "bad value for 'message_size_limit'"),
+        ('mynetworks = ["10.0.0.0/33"]\n', "bad value for 'mynetworks'"),
+        ('maximal_queue_lifetime = "5 days"\n', "bad value for 'maximal_queue_lifetime'"),
+        ('listen = ["nohost"]\n', "bad value for 'listen'"),
+        ("[smtpd]\ntimeout = 3\n", "unknown section [smtpd]"),
+        ("myhostname = \n", "not valid TOML"),
+    ],
+)
+def test_bad_files_name_file_key_and_reason(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(path, environ={})
+    assert str(path) in str(excinfo.value)
+    assert expected in str(excinfo.value)
+
+
+def test_bad_environment_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"MXGATE_SMTPD_TIMEOUT.*bad value"):
+        load_config(None, environ={"MXGATE_SMTPD_TIMEOUT": "soon"})
+    with pytest.raises(ConfigError, match=r"MXGATE_NO_SUCH.*unknown setting"):
+        load_config(None, environ={"MXGATE_NO_SUCH": "1"})
+
+
+def test_missing_named_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.toml", environ={})
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("300", 300), ("300s", 300), ("5m", 300), ("1h", 3600), ("5d", 432000)]
+)
+def test_durations(text: str, seconds: int) -> None:
+    assert parse_duration(text) == seconds
+
+
+def test_cli_show_marks_non_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, 'relayhost = "[192.0.2.1]:587"\n')
+    result = runner.invoke(app, ["config", "show", "--config", str(path)], env={})
+    assert result.exit_code == 0, result.output
+    assert f'relayhost = "[192.0.2.1]:587"    # set by {path}' in result.output
+    assert "message_size_limit = 30720000\n" in result.output
+    changed = runner.invoke(app, ["config", "show", "-n", "--config", str(path)], env={})
+    assert changed.output.strip().splitlines() == [
+        f'relayhost = "[192.0.2.1]:587"    # set by {path}'
+    ]
+
+
+def test_cli_bad_file_exits_non_zero_without_traceback(tmp_path: Path) -> None:
+    path = write(tmp_path, "smtpd_timeout = -5\n")
+    result = runner.invoke(app, ["config", "check", "--config", str(path)], env={})
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert "smtpd_timeout" in result.output
+
+
+def test_every_setting_has_a_default() -> None:
+    MxgateConfig()
