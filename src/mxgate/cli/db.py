@@ -9,6 +9,7 @@ import typer
 
 from mxgate.app import database
 from mxgate.cli.common import ConfigOption, fail, settings
+from mxgate.directory import DirectoryError, SchemaStatus, grant_statements, migrate, status
 
 app = typer.Typer(no_args_is_help=True, help="Database schema: migrate and status.")
 
@@ -26,8 +27,6 @@ def migrate_cmd(
     ] = None,
 ) -> None:
     """Create the tables on an empty database or upgrade the tutorial's in place."""
-    from mxgate.directory.migrate import grant_statements, migrate
-
     if grants_for is not None:
         for statement in grant_statements(grants_for):
             typer.echo(statement)
@@ -36,8 +35,8 @@ def migrate_cmd(
     with database(loaded.config) as dsn:
         try:
             applied = asyncio.run(migrate(dsn))
-        except (OSError, ConnectionError) as exc:
-            fail(f"cannot reach the database: {exc}")
+        except DirectoryError as exc:
+            fail(str(exc))
     if applied:
         for name in applied:
             typer.echo(f"applied {name}")
@@ -45,15 +44,36 @@ def migrate_cmd(
         typer.echo("schema is up to date; nothing to do")
 
 
+def describe(result: SchemaStatus) -> list[str]:
+    if result.tutorial:
+        state = "the tutorial's schema, never migrated (mxgate serves it read-only)"
+    elif result.missing_tables:
+        state = "missing tables: " + ", ".join(result.missing_tables)
+    elif result.pending:
+        state = "migrations pending"
+    else:
+        state = "up to date"
+    lines = [
+        f"schema version: {result.version} ({state})",
+        f"applied:        {', '.join(result.applied) or '-'}",
+        f"pending:        {', '.join(result.pending) or '-'}",
+        f"change capture: {'yes' if result.change_capture else 'no (periodic full reloads)'}",
+    ]
+    if result.modified:
+        lines.append(f"MODIFIED since applied: {', '.join(result.modified)}")
+    for table, count in result.row_counts.items():
+        lines.append(f"rows in {table + ':':<16}{count}")
+    return lines
+
+
 @app.command("status")
 def status_cmd(config: ConfigOption = None) -> None:
     """Schema version, pending migrations and row counts."""
-    from mxgate.directory.migrate import status
-
     loaded = settings(config)
     with database(loaded.config) as dsn:
         try:
             result = asyncio.run(status(dsn))
-        except (OSError, ConnectionError) as exc:
-            fail(f"cannot reach the database: {exc}")
-    typer.echo(str(result))
+        except DirectoryError as exc:
+            fail(str(exc))
+    for line in describe(result):
+        typer.echo(line)

@@ -11,6 +11,7 @@ from rich.table import Table
 from mxgate.app import database
 from mxgate.cli.common import ConfigOption, fail, settings
 from mxgate.core.snapshot import RoutingData
+from mxgate.directory import DirectoryError, load_snapshot
 
 
 def routing_table(data: RoutingData) -> Table:
@@ -33,25 +34,13 @@ def routing_table(data: RoutingData) -> Table:
     return table
 
 
-async def _load(dsn: str) -> RoutingData:
-    import asyncpg
-
-    from mxgate.directory.loader import load_snapshot
-
-    conn = await asyncpg.connect(dsn)
-    try:
-        return await load_snapshot(conn)
-    finally:
-        await conn.close()
-
-
 def serve(config: ConfigOption = None) -> None:
     """Run the gateway (embedded database with example data when none is configured)."""
     loaded = settings(config)
     with database(loaded.config, prepare=True) as dsn:
         try:
-            data = asyncio.run(_load(dsn))
-        except (OSError, ConnectionError) as exc:
+            data = asyncio.run(load_snapshot(dsn))
+        except DirectoryError as exc:
             fail(f"cannot reach the database: {exc}")
     Console().print(routing_table(data))
     typer.echo(

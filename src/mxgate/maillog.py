@@ -1,0 +1,98 @@
+"""The mail log: one line per mail event, in Postfix's format.
+
+Owns the wording of the lines that pflogsumm, fail2ban and administrators'
+greps already understand (``connect from``, ``NOQUEUE: reject: RCPT from``,
+``QUEUEID: from=<...>, size=..., nrcpt=...``, ``to=<...>, relay=...,
+status=...``, ``removed``), and where they go: stderr by default, or a file
+(Postfix's ``maillog_file`` idea), each prefixed the way syslog would, so the
+output can be fed to those tools as it is. Debug logging is separate (logging).
+
+Never decides anything: callers pass facts, this module only words them.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import TextIO
+
+PROGRAM = "mxgate"
+
+
+def client_label(hostname: str | None, ip: str) -> str:
+    """``host[ip]`` as Postfix writes it (``unknown`` when there is no name)."""
+    return f"{hostname or 'unknown'}[{ip}]"
+
+
+def _quote(address: str) -> str:
+    return f"<{address}>"
+
+
+class MailLog:
+    """Writes syslog-shaped lines: ``Mon DD HH:MM:SS host mxgate/SERVICE[pid]: text``."""
+
+    def __init__(self, myhostname: str, stream: TextIO | None = None) -> None:
+        self.myhostname = myhostname.split(".", 1)[0] or myhostname
+        self.stream = stream if stream is not None else sys.stderr
+
+    def line(self, service: str, text: str, now: float | None = None) -> None:
+        stamp = time.strftime("%b %e %H:%M:%S", time.localtime(now))
+        self.stream.write(f"{stamp} {self.myhostname} {PROGRAM}/{service}[{os.getpid()}]: {text}\n")
+        self.stream.flush()
+
+    # smtpd events -------------------------------------------------------
+    def connect(self, client: str) -> None:
+        self.line("smtpd", f"connect from {client}")
+
+    def disconnect(self, client: str, counts: dict[str, int]) -> None:
+        # Postfix 3.x: "disconnect from host[ip] ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5"
+        parts = " ".join(f"{verb}={n}" for verb, n in counts.items() if n)
+        self.line("smtpd", f"disconnect from {client} {parts}".rstrip())
+
+    def timeout(self, client: str, after: str) -> None:
+        self.line("smtpd", f"timeout after {after} from {client}")
+
+    def too_many_errors(self, client: str, after: str) -> None:
+        self.line("smtpd", f"too many errors after {after} from {client}")
+
+    def reject(
+        self,
+        stage: str,
+        client: str,
+        reply: str,
+        sender: str | None,
+        recipient: str | None,
+        proto: str,
+        helo: str | None,
+        queue_id: str | None = None,
+    ) -> None:
+        # "NOQUEUE: reject: RCPT from host[ip]: 554 5.7.1 <x>: Relay access denied;
+        #  from=<s> to=<r> proto=ESMTP helo=<h>"
+        details = []
+        if sender is not None:
+            details.append(f"from={_quote(sender)}")
+        if recipient is not None:
+            details.append(f"to={_quote(recipient)}")
+        details.append(f"proto={proto}")
+        if helo is not None:
+            details.append(f"helo={_quote(helo)}")
+        self.line(
+            "smtpd",
+            f"{queue_id or 'NOQUEUE'}: reject: {stage} from {client}: {reply}; {' '.join(details)}",
+        )
+
+    def accepted(self, queue_id: str, client: str) -> None:
+        self.line("smtpd", f"{queue_id}: client={client}")
+
+    # queue events -------------------------------------------------------
+    def message_id(self, queue_id: str, message_id: str) -> None:
+        self.line("cleanup", f"{queue_id}: message-id={message_id}")
+
+    def queued(self, queue_id: str, sender: str, size: int, nrcpt: int) -> None:
+        self.line(
+            "qmgr", f"{queue_id}: from={_quote(sender)}, size={size}, nrcpt={nrcpt} (queue active)"
+        )
+
+    def removed(self, queue_id: str) -> None:
+        self.line("qmgr", f"{queue_id}: removed")
