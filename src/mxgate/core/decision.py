@@ -1,0 +1,110 @@
+"""The outcome of the RCPT decision, and of a whole message's recipients.
+
+Owns the value types the SMTP session, the spool, the scheduler and
+``mxgate explain`` share: ``RecipientDecision`` (the reply, and for an
+accepted recipient its deliveries, deferred and bounced final recipients),
+and ``MessagePlan``, the de-duplicated union for one message (one copy per
+final address; the original recipient, for ORCPT, of the first).
+
+Never decides anything itself and never does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from mxgate.core.expand import Step
+from mxgate.core.reply import Reply
+from mxgate.core.transport import Route
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A final recipient with a route. ``reason`` names the rows that led
+    there (expansion rule; transport row or setting)."""
+
+    recipient: str
+    original_recipient: str
+    route: Route
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """A final recipient with no route yet (no or bad transport row, or a
+    ``retry:`` transport): kept in the queue and re-resolved at each retry."""
+
+    recipient: str
+    original_recipient: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Bounce:
+    """The failed part of an accepted expansion (loop, limit, dead end, or an
+    ``error:`` transport), bounced with ``enhanced`` after acceptance."""
+
+    recipient: str
+    original_recipient: str
+    enhanced: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientDecision:
+    """The answer to one RCPT TO.
+
+    recipient:  the address as the client wrote it, angle brackets removed
+    deliveries, deferred, bounces: filled only when the reply is 250
+    expansion:  the expansion tree, depth-first (for ``explain``)
+    trace:      the steps in words
+    """
+
+    reply: Reply
+    recipient: str
+    deliveries: tuple[Delivery, ...] = ()
+    deferred: tuple[Deferred, ...] = ()
+    bounces: tuple[Bounce, ...] = ()
+    expansion: tuple[Step, ...] = ()
+    trace: tuple[str, ...] = ()
+
+    @property
+    def accepted(self) -> bool:
+        return self.reply.code == 250
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePlan:
+    """Every final recipient of one message, each once."""
+
+    deliveries: tuple[Delivery, ...]
+    deferred: tuple[Deferred, ...]
+    bounces: tuple[Bounce, ...]
+
+
+def plan_message(decisions: Iterable[RecipientDecision]) -> MessagePlan:
+    """Merge the accepted recipients of one message (SPEC section 4): a final
+    address reached from several recipients gets one copy, and keeps the
+    original recipient and outcome of the first (in RCPT order; within one
+    recipient, deliveries before deferred before bounces)."""
+    seen: set[str] = set()
+    deliveries: list[Delivery] = []
+    deferred: list[Deferred] = []
+    bounces: list[Bounce] = []
+    for decision in decisions:
+        if not decision.accepted:
+            continue
+        for delivery in decision.deliveries:
+            if delivery.recipient not in seen:
+                seen.add(delivery.recipient)
+                deliveries.append(delivery)
+        for item in decision.deferred:
+            if item.recipient not in seen:
+                seen.add(item.recipient)
+                deferred.append(item)
+        for bounce in decision.bounces:
+            if bounce.recipient not in seen:
+                seen.add(bounce.recipient)
+                bounces.append(bounce)
+    return MessagePlan(tuple(deliveries), tuple(deferred), tuple(bounces))
