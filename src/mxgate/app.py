@@ -8,13 +8,17 @@ small per-subsystem settings objects. Subsystems never see ``MxgateConfig``.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from mxgate.config import MxgateConfig
-from mxgate.embedded import EmbeddedPostgres
+from mxgate.config import MxgateConfig, split_endpoint
+from mxgate.core.routing import IPAddress, RoutingPolicy
+from mxgate.core.snapshot import RoutingData
+from mxgate.embedded import EmbeddedPostgres, EmbeddedPostgresError
 
 EMBEDDED_DATABASE = "mail"
 
@@ -62,3 +66,73 @@ def database(config: MxgateConfig, *, prepare: bool = False) -> Iterator[str]:
     finally:
         if started_here:
             server.stop()
+
+
+def cache_path(config: MxgateConfig) -> Path:
+    """Where the last good routing snapshot is kept on disk."""
+    return Path(config.state_dir) / "snapshot.cache"
+
+
+def local_addresses(config: MxgateConfig) -> tuple[IPAddress, ...]:
+    """The addresses we listen on ("our own address" for postmaster@[ip])."""
+    found: list[IPAddress] = []
+    for endpoint in config.listen:
+        host, _port = split_endpoint(endpoint)
+        ip = ipaddress.ip_address(host)
+        if ip.is_unspecified:
+            found.extend(_interface_addresses())
+        else:
+            found.append(ip)
+    return tuple(dict.fromkeys(found))
+
+
+def _interface_addresses() -> list[IPAddress]:
+    import psutil
+
+    result: list[IPAddress] = []
+    for addresses in psutil.net_if_addrs().values():
+        for item in addresses:
+            try:
+                result.append(ipaddress.ip_address(item.address.split("%", 1)[0]))
+            except ValueError:
+                continue  # MAC addresses and the like
+    return result
+
+
+def routing_policy(config: MxgateConfig) -> RoutingPolicy:
+    return RoutingPolicy(
+        myhostname=config.hostname,
+        mynetworks=config.mynetworks,
+        local_addresses=local_addresses(config),
+        postmaster=config.postmaster,
+        recipient_delimiter=config.recipient_delimiter,
+        default_transport=config.default_transport,
+        relayhost=config.relayhost,
+        node_name=config.node_name,
+        node_fallback_to_gateway=config.node_fallback_to_gateway,
+        virtual_alias_recursion_limit=config.virtual_alias_recursion_limit,
+        virtual_alias_expansion_limit=config.virtual_alias_expansion_limit,
+        smtpd_recipient_limit=config.smtpd_recipient_limit,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedSnapshot:
+    data: RoutingData | None
+    source: str  # "database", "disk cache (database unreachable: ...)", "none"
+
+
+def load_routing(config: MxgateConfig) -> LoadedSnapshot:
+    """The routing data for one-shot commands: the database, else the disk copy."""
+    from mxgate.directory import DirectoryError, load_snapshot
+    from mxgate.directory.cache import CacheFile
+
+    try:
+        with database(config) as dsn:
+            return LoadedSnapshot(asyncio.run(load_snapshot(dsn)), "database")
+    except (DirectoryError, EmbeddedPostgresError) as exc:
+        problem = str(exc).splitlines()[0]
+    cached = CacheFile(cache_path(config)).read()
+    if cached is not None:
+        return LoadedSnapshot(cached[0], f"disk cache (database unreachable: {problem})")
+    return LoadedSnapshot(None, f"none (database unreachable: {problem}; no disk cache)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from mxgate.cli import config_cmd, db, serve
+from mxgate.cli import config_cmd, db, routes, serve
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -20,6 +20,8 @@ app = typer.Typer(
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(db.app, name="db")
 app.command("serve")(serve.serve)
+app.command("explain")(routes.explain)
+app.command("query")(routes.query_cmd)
 
 
 def main() -> None:
