@@ -19,6 +19,9 @@ from mxgate.config import MxgateConfig, split_endpoint
 from mxgate.core.routing import IPAddress, RoutingPolicy
 from mxgate.core.snapshot import RoutingData
 from mxgate.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from mxgate.server.session import SessionSettings
+from mxgate.server.tls import server_context
+from mxgate.worker import WorkerSettings
 
 EMBEDDED_DATABASE = "mail"
 
@@ -136,3 +139,33 @@ def load_routing(config: MxgateConfig) -> LoadedSnapshot:
     if cached is not None:
         return LoadedSnapshot(cached[0], f"disk cache (database unreachable: {problem})")
     return LoadedSnapshot(None, f"none (database unreachable: {problem}; no disk cache)")
+
+
+def session_settings(config: MxgateConfig) -> SessionSettings:
+    tls = None
+    if config.smtpd_tls_cert_file:
+        tls = server_context(config.smtpd_tls_cert_file, config.smtpd_tls_key_file)
+    hostname = config.hostname
+    return SessionSettings(
+        hostname=hostname,
+        banner=config.smtpd_banner.replace("$myhostname ", "").replace("$myhostname", hostname),
+        message_size_limit=config.message_size_limit,
+        smtpd_timeout=float(config.smtpd_timeout),
+        hard_error_limit=config.smtpd_hard_error_limit,
+        hopcount_limit=config.hopcount_limit,
+        policy=routing_policy(config),
+        tls=tls,
+    )
+
+
+def worker_settings(config: MxgateConfig, dsn: str) -> WorkerSettings:
+    """Everything one SMTP worker needs. Raises OSError/ssl.SSLError on bad TLS files."""
+    return WorkerSettings(
+        session=session_settings(config),
+        endpoints=[split_endpoint(item) for item in config.listen],
+        per_client_limit=config.smtpd_client_connection_count_limit,
+        dsn=dsn,
+        cache_path=cache_path(config),
+        reload_interval=float(config.snapshot_reload_interval),
+        spool_dir=Path(config.spool_dir),
+    )

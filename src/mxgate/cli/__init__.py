@@ -20,6 +20,7 @@ app = typer.Typer(
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(db.app, name="db")
 app.command("serve")(serve.serve)
+app.command("worker", hidden=True)(serve.worker)
 app.command("explain")(routes.explain)
 app.command("query")(routes.query_cmd)
 

@@ -1,50 +1,77 @@
-"""``mxgate serve``: run the gateway."""
+"""``mxgate serve`` (the master) and ``mxgate worker`` (one SMTP worker process)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import ssl
+import sys
+from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from mxgate.app import database
+from mxgate.app import database, worker_settings
 from mxgate.cli.common import ConfigOption, fail, settings
-from mxgate.core.snapshot import RoutingData
-from mxgate.directory import DirectoryError, load_snapshot
+from mxgate.config import ConfigError, load_config
+from mxgate.spool import Spool, SpoolError
+from mxgate.supervisor import Supervisor, default_worker_count, worker_command
+from mxgate.worker import worker_main
 
 
-def routing_table(data: RoutingData) -> Table:
-    table = Table(title=f"Routing data (change-log version {data.version})")
-    table.add_column("table")
-    table.add_column("key")
-    table.add_column("value")
-    for domain, node in sorted(data.domains.items()):
-        table.add_row("domain", domain, f"node={node or ''}")
-    for email, node in sorted(data.mailboxes.items()):
-        table.add_row("mailbox", email, f"node={node}")
-    for source, node in sorted(data.relays.items()):
-        table.add_row("relay", source, f"node={node}")
-    for source, destinations in sorted(data.forwards.items()):
-        for destination in destinations:
-            table.add_row("forward", source, f"-> {destination}")
-    for key, by_node in sorted(data.transports.items()):
-        for node, transport in sorted(by_node.items()):
-            table.add_row("transport", key, f"{transport} (node={node!r})")
-    return table
+def _say(text: str) -> None:
+    print(f"mxgate: {text}", file=sys.stderr, flush=True)
 
 
 def serve(config: ConfigOption = None) -> None:
     """Run the gateway (embedded database with example data when none is configured)."""
     loaded = settings(config)
-    with database(loaded.config, prepare=True) as dsn:
-        try:
-            data = asyncio.run(load_snapshot(dsn))
-        except DirectoryError as exc:
-            fail(f"cannot reach the database: {exc}")
-    Console().print(routing_table(data))
-    typer.echo(
-        "mxgate: the SMTP server is not built yet (issue #4): this command loaded and "
-        "printed the routing data above and stops here; nothing is listening.",
-        err=True,
+    cfg = loaded.config
+    try:
+        worker_settings(cfg, "")  # fail early, before any process starts, on bad TLS files
+    except (OSError, ssl.SSLError) as exc:
+        fail(f"cannot load the TLS certificate or key: {exc}")
+    if not cfg.postmaster:
+        _say("warning: postmaster is not set: mail to postmaster gets 451 4.3.5 until it is")
+    try:
+        with Spool(Path(cfg.spool_dir)) as spool:
+            report = spool.recover()
+    except SpoolError as exc:
+        fail(f"cannot open the spool {cfg.spool_dir}: {exc}")
+    _say(
+        f"spool {cfg.spool_dir}: {report.messages} message(s) queued, "
+        f"{len(report.requeued)} returned from active/, {len(report.corrupt)} corrupt, "
+        f"{report.tmp_removed} unfinished file(s) removed"
     )
+    with database(cfg, prepare=True) as dsn:
+        env = dict(os.environ, MXGATE_DATABASE_URL=dsn)
+        if loaded.file is not None:
+            env["MXGATE_CONFIG"] = str(loaded.file)
+
+        def check_reload() -> str | None:
+            try:
+                fresh = load_config(loaded.file).config
+                worker_settings(fresh, dsn)
+            except (ConfigError, OSError, ssl.SSLError) as exc:
+                return str(exc)
+            return None
+
+        count = cfg.workers or default_worker_count()
+        _say(
+            f"SMTP on {', '.join(cfg.listen)} with {count} worker(s); mail is spooled in "
+            f"{cfg.spool_dir} (relaying to next hops is not built yet: issue #5)"
+        )
+        supervisor = Supervisor(worker_command(None), count, env, _say, check_reload=check_reload)
+        code = asyncio.run(supervisor.run())
+    raise typer.Exit(code)
+
+
+def worker(config: ConfigOption = None) -> None:
+    """One SMTP worker process (started by serve; not for direct use)."""
+    loaded = settings(config)
+    if not loaded.config.database_url:
+        fail("worker needs database_url (serve sets it)")
+    try:
+        ws = worker_settings(loaded.config, loaded.config.database_url)
+    except (OSError, ssl.SSLError) as exc:
+        fail(f"cannot load the TLS certificate or key: {exc}")
+    worker_main(ws)

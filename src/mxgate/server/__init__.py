@@ -1,0 +1,1 @@
+"""The inbound asyncio shell: listener, per-connection sessions, TLS."""

@@ -1,0 +1,265 @@
+"""Making accepted messages durable, alone or many at once (group commit).
+
+Owns the commit sequence and the batching of commits across the sessions of one
+asyncio process. Never acknowledges anything itself: it resolves a commit only
+after every step below has returned, and the caller answers 250 after that.
+
+The sequence for a batch of messages handed over by their writers
+(``PendingCommit``: the body file if already started, the last body bytes, the
+encoded envelope record):
+
+1. on a small thread pool, in parallel: create the body file if the writer has
+   not yet (bodies under one write buffer never touch the disk before this),
+   write the last body bytes and the envelope record (to ``tmp/``), fsync both
+   files; concurrent fsyncs on ext4/xfs share journal commits. Then fsync
+   ``data/`` ONCE, which holds the bodies' directory entries;
+2. rename each record into ``incoming/`` (the commit point of that message);
+3. fsync ``incoming/`` ONCE for the whole batch;
+4. resolve the futures of the whole batch.
+
+A step that fails for one message fails only that message; a failure of a
+directory fsync fails every message of the batch. Failed messages are removed
+(body and record), so nothing unacknowledged can be delivered later.
+
+Why per-message files with shared directory fsyncs rather than an append-only
+log with one fsync per batch: the queue manager needs to move, rewrite and
+delete single messages, which in a log means compaction and an index; with one
+file per message every queue operation is one rename and the queue can be read
+with ``ls`` and an editor (Postfix's choice). What group commit saves here are
+the directory fsyncs (two per batch instead of two per message) and, by running
+the file fsyncs concurrently, most journal commits; ``bench/spool_commit.py``
+measures the difference.
+
+Batching: the first commit of an idle spool starts a drain task; every commit
+made while the previous batch is in the thread pool (and in the same loop
+iteration) joins the next batch. The event loop never blocks on fsync, nor, for
+bodies smaller than the write buffer, on creating files (which can wait for a
+journal commit on ext4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from mxgate.spool.errors import SpoolError, from_os_error
+from mxgate.spool.fsio import FileSystem, close_quietly, unlink_quietly, write_all
+from mxgate.spool.layout import Layout, Queue
+
+
+@dataclass(slots=True)
+class PendingCommit:
+    """A message ready to commit: all its bytes, some maybe still in memory."""
+
+    queue_id: str
+    body_fd: int | None  # the body file if the writer created it already, else None
+    tail: bytes  # body bytes not written yet (at most a write buffer)
+    record: bytes  # the encoded envelope record
+    record_tmp: Path  # where the record is staged before the rename
+    owns_body: bool  # this message created data/<queue_id> (so may delete it)
+    record_fd: int | None = None
+
+
+def stage(fs: FileSystem, layout: Layout, item: PendingCommit) -> None:
+    """Write what is left of the body and the record, and fsync both files."""
+    if item.body_fd is None:
+        item.body_fd = fs.create(layout.body(item.queue_id))
+        item.owns_body = True
+    write_all(fs, item.body_fd, item.tail)
+    item.record_fd = fs.create(item.record_tmp)
+    write_all(fs, item.record_fd, item.record)
+    fs.fsync(item.body_fd)
+    fs.fsync(item.record_fd)
+
+
+def commit_batch(
+    fs: FileSystem, layout: Layout, items: list[PendingCommit], pool: Executor | None
+) -> list[SpoolError | None]:
+    """Run the commit sequence; per item None (durable) or the error (item removed).
+
+    Blocking: call it from a worker thread. With ``pool`` the files are written
+    and fsynced in parallel; without, one after the other (naive commit).
+    Exceptions other than OSError (bugs, a test's simulated crash) propagate.
+    """
+    errors: list[SpoolError | None] = [None] * len(items)
+    renamed = [False] * len(items)
+
+    # Step 1: file contents (creating files and writing happen here too, so the
+    # event loop never waits for an inode allocation during a journal commit).
+    outcomes = _run_all([partial(stage, fs, layout, item) for item in items], pool)
+    for index, outcome in enumerate(outcomes):
+        if outcome is not None:
+            errors[index] = from_os_error(outcome, f"{items[index].queue_id}: store")
+    for item in items:
+        _close(fs, item)
+    if any(err is None for err in errors):
+        # The bodies' directory entries, before any record points at them.
+        try:
+            fs.fsync_dir(layout.data)
+        except OSError as err:
+            failure = from_os_error(err, "fsync of data/")
+            errors = [e or failure for e in errors]
+
+    # Step 2: the commit point of each message.
+    for index, item in enumerate(items):
+        if errors[index] is None:
+            try:
+                fs.rename(item.record_tmp, layout.record(Queue.INCOMING, item.queue_id))
+                renamed[index] = True
+            except OSError as err:
+                errors[index] = from_os_error(err, f"{item.queue_id}: rename into incoming/")
+
+    # Step 3: one directory fsync makes every rename of the batch durable.
+    if any(renamed):
+        try:
+            fs.fsync_dir(layout.queue_dir(Queue.INCOMING))
+        except OSError as err:
+            failure = from_os_error(err, "fsync of incoming/")
+            errors = [e or failure for e in errors]
+
+    for index, item in enumerate(items):
+        if errors[index] is not None:
+            discard(fs, layout, item, renamed=renamed[index])
+    return errors
+
+
+def _run_all(jobs: list[Callable[[], None]], pool: Executor | None) -> list[OSError | None]:
+    if pool is None:
+        results: list[OSError | None] = []
+        for job in jobs:
+            try:
+                job()
+                results.append(None)
+            except OSError as err:
+                results.append(err)
+        return results
+    futures = [pool.submit(job) for job in jobs]
+    results = []
+    for future in futures:
+        try:
+            future.result()
+            results.append(None)
+        except OSError as err:
+            results.append(err)
+    return results
+
+
+def _close(fs: FileSystem, item: PendingCommit) -> None:
+    for fd in (item.body_fd, item.record_fd):
+        if fd is not None:
+            close_quietly(fs, fd)
+    item.body_fd = item.record_fd = None
+
+
+def discard(fs: FileSystem, layout: Layout, item: PendingCommit, *, renamed: bool = False) -> None:
+    """Remove what a failed or cancelled commit left."""
+    _close(fs, item)
+    if renamed:
+        # Renamed but not made durable: remove it before anyone delivers it.
+        unlink_quietly(fs, layout.record(Queue.INCOMING, item.queue_id))
+    else:
+        unlink_quietly(fs, item.record_tmp)
+    if item.owns_body:
+        unlink_quietly(fs, layout.body(item.queue_id))
+
+
+class GroupCommitter:
+    """Batches the commits of one event loop's sessions (see the module docstring).
+
+    Serves one event loop at a time (a process runs one loop; tests run several
+    in turn). ``commit_batch`` itself is thread-safe, so ``commit_sync`` callers
+    on other threads may run beside it.
+    """
+
+    def __init__(
+        self, fs: FileSystem, layout: Layout, *, max_batch: int = 512, fsync_threads: int = 8
+    ) -> None:
+        self._fs = fs
+        self._layout = layout
+        self._max_batch = max_batch
+        self._fsync_threads = fsync_threads
+        self._pending: list[tuple[PendingCommit, asyncio.Future[None]]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: ThreadPoolExecutor | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self.batches = 0
+        """Batches run so far (for tests and benchmarks)."""
+
+    async def commit(self, item: PendingCommit) -> None:
+        """Return once ``item`` is durable; raise SpoolError (item removed) if not.
+
+        A caller cancelled before its batch starts has its message removed; one
+        cancelled later may find it committed all the same (never acknowledged,
+        so the client sends it again: at-least-once).
+        """
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            # A previous loop ended (tests run many); its drain task is gone.
+            self._loop, self._task, self._pending = loop, None, []
+        future: asyncio.Future[None] = loop.create_future()
+        self._pending.append((item, future))
+        if self._task is None:
+            self._task = loop.create_task(self._drain())
+        await future
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                # Let the sessions made ready in this loop iteration join the batch.
+                await asyncio.sleep(0)
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                live = [(item, fut) for item, fut in batch if not fut.cancelled()]
+                for item, fut in batch:
+                    if fut.cancelled():
+                        discard(self._fs, self._layout, item)
+                if not live:
+                    continue
+                items = [item for item, _ in live]
+                runner, pool = self._executors()
+                try:
+                    errors = await loop.run_in_executor(
+                        runner, commit_batch, self._fs, self._layout, items, pool
+                    )
+                except asyncio.CancelledError:
+                    # The loop is shutting down; the thread may still finish the batch.
+                    for _, fut in live:
+                        if not fut.done():
+                            fut.set_exception(SpoolError("commit interrupted"))
+                    raise
+                except BaseException as exc:
+                    # A bug (or a test's simulated crash): every caller gets it.
+                    for _, fut in live:
+                        if not fut.done():
+                            fut.set_exception(exc)
+                    continue
+                self.batches += 1
+                for (_, fut), error in zip(live, errors, strict=True):
+                    if fut.done():
+                        continue
+                    if error is None:
+                        fut.set_result(None)
+                    else:
+                        fut.set_exception(error)
+        finally:
+            self._task = None
+
+    def _executors(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
+        """The batch thread and the pool it spreads file work over (made on first use)."""
+        if self._runner is None or self._pool is None:
+            self._runner = ThreadPoolExecutor(1, thread_name_prefix="spool-commit")
+            self._pool = ThreadPoolExecutor(self._fsync_threads, thread_name_prefix="spool-fsync")
+        return self._runner, self._pool
+
+    def close(self) -> None:
+        """Stop the threads (after the batch in progress, if any)."""
+        for executor in (self._runner, self._pool):
+            if executor is not None:
+                executor.shutdown(wait=True)
+        self._runner = self._pool = None

@@ -1,0 +1,301 @@
+"""The Spool: every byte under ``spool_dir``, and the operations on queued messages.
+
+Owns the spool directory (layout in ``layout.py``): creating it, taking new
+messages (``begin`` -> ``SpoolWriter``), recovery after a crash (``recover``),
+and the queue manager's operations: find, claim, rewrite per-recipient state,
+move between queues, delete, list.
+
+Never speaks SMTP or SQL, never decides when to retry or what a reply means;
+the queue manager passes complete envelopes and the spool stores them.
+
+Sharing: any number of processes may take new messages at once (ids carry the
+pid, bodies are created with O_EXCL so a clash fails instead of clobbering, and
+each commit is its own rename). Queue
+operations on existing messages are meant for one queue manager at a time;
+``claim`` is an atomic rename, so two claimers never both win. Every open Spool
+holds a shared flock on ``spool_dir/lock``; ``recover`` needs it exclusively,
+because it deletes files that a live writer would still be filling. The
+composition root therefore calls ``recover`` once, before starting workers.
+
+Durability: commits and ``update``/``move`` are fsynced (file and directory).
+``claim`` is not (after a crash recovery returns active/ to incoming/ anyway),
+nor is ``remove`` (a removed message that comes back after a crash has final
+recipient states already, because the queue manager updates before removing).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import BinaryIO
+
+from mxgate.core.envelope import Envelope
+from mxgate.spool import fsio, recovery
+from mxgate.spool.commit import GroupCommitter
+from mxgate.spool.errors import (
+    MessageNotFoundError,
+    SpoolBusyError,
+    SpoolCorruptError,
+    SpoolError,
+    from_os_error,
+)
+from mxgate.spool.format import Record, encode
+from mxgate.spool.layout import LIVE_QUEUES, Layout, Queue, QueueIdSource, is_queue_id
+from mxgate.spool.recovery import RecoveryReport
+from mxgate.spool.writer import SpoolWriter
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedMessage:
+    """A message in the spool: its envelope, which queue holds it, its body size."""
+
+    envelope: Envelope
+    queue: Queue
+    body_size: int
+
+    @property
+    def queue_id(self) -> str:
+        return self.envelope.queue_id
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """One line of a queue listing; ``message`` is None when the record is unreadable."""
+
+    queue_id: str
+    queue: Queue
+    message: QueuedMessage | None
+    problem: str | None = None
+
+
+class Spool:
+    """The durable message store in one directory (created if missing)."""
+
+    DEFAULT_FSYNC_THREADS = 32
+    """Files written and fsynced at once by group commit (more share more journal commits)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fs: fsio.FileSystem | None = None,
+        ids: QueueIdSource | None = None,
+        max_batch: int = 512,
+        fsync_threads: int = DEFAULT_FSYNC_THREADS,
+    ) -> None:
+        self.layout = Layout(path)
+        self._fs = fs or fsio.FileSystem()
+        self._ids = ids or QueueIdSource()
+        self._writers: set[SpoolWriter] = set()
+        try:
+            for directory in self.layout.all_dirs():
+                self._fs.mkdir(directory)
+            self._lock_fd = os.open(self.layout.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as err:
+            raise from_os_error(err, f"{self.layout.root}: cannot open the spool") from err
+        fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
+        self.committer = GroupCommitter(
+            self._fs, self.layout, max_batch=max_batch, fsync_threads=fsync_threads
+        )
+
+    def close(self) -> None:
+        """Stop the commit threads and release the lock. Open writers are aborted."""
+        try:
+            for writer in list(self._writers):
+                writer.abort()
+        finally:
+            self.committer.close()
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = -1
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- taking new messages ------------------------------------------------------
+
+    def new_queue_id(self) -> str:
+        """A fresh queue id (for a session that logs it before DATA)."""
+        return self._ids.new()
+
+    def begin(self, queue_id: str | None = None) -> SpoolWriter:
+        """Start receiving a message. Raises SpoolFullError / SpoolError.
+
+        With ``queue_id`` (from ``new_queue_id``) the message gets that id;
+        SpoolError if it is malformed or already taken. Nothing touches the disk
+        until the body outgrows the write buffer or the commit.
+        """
+        if queue_id is not None:
+            if not is_queue_id(queue_id):
+                raise SpoolError(f"{queue_id!r} is not a valid queue id")
+            if queue_id in (w.queue_id for w in self._writers) or os.path.lexists(
+                self.layout.body(queue_id)
+            ):
+                raise SpoolError(f"{queue_id}: queue id already in use")
+        writer = SpoolWriter(
+            self._fs, self.layout, self.committer, queue_id or self._ids.new(), self._forget
+        )
+        self._writers.add(writer)
+        return writer
+
+    def _forget(self, writer: SpoolWriter) -> None:
+        self._writers.discard(writer)
+
+    # -- reading -------------------------------------------------------------------
+
+    def scan(self, queue: Queue) -> list[str]:
+        """The queue ids in ``queue``, oldest first (ids sort by arrival)."""
+        try:
+            names = self._fs.listdir(self.layout.queue_dir(queue))
+        except OSError as err:
+            raise from_os_error(err, f"list {queue.value}/") from err
+        return sorted(name for name in names if is_queue_id(name))
+
+    def locate(self, queue_id: str) -> Queue | None:
+        """Which live queue holds ``queue_id``, None if none does."""
+        for queue in LIVE_QUEUES:
+            if self.layout.record(queue, queue_id).exists():
+                return queue
+        return None
+
+    def load(self, queue_id: str, queue: Queue | None = None) -> QueuedMessage:
+        """Read one record. MessageNotFoundError, SpoolCorruptError, SpoolError."""
+        if queue is None:
+            queue = self.locate(queue_id)
+            if queue is None:
+                raise MessageNotFoundError(f"{queue_id}: no such message")
+        return self._message(self._read(queue, queue_id), queue)
+
+    def open_body(self, queue_id: str) -> BinaryIO:
+        """The body for reading (stream it; it can be large). Close it when done."""
+        try:
+            return open(self.layout.body(queue_id), "rb")
+        except FileNotFoundError:
+            raise MessageNotFoundError(f"{queue_id}: no body") from None
+        except OSError as err:
+            raise from_os_error(err, f"{queue_id}: open body") from err
+
+    def list_all(self, *, include_corrupt: bool = True) -> Iterator[QueueEntry]:
+        """Every record of every queue, for ``mxgate queue list`` (reads each record)."""
+        queues = (*LIVE_QUEUES, Queue.CORRUPT) if include_corrupt else LIVE_QUEUES
+        for queue in queues:
+            for queue_id in self.scan(queue):
+                try:
+                    message = self._message(self._read(queue, queue_id), queue)
+                except MessageNotFoundError:
+                    continue  # delivered and removed while we listed
+                except SpoolError as err:
+                    yield QueueEntry(queue_id, queue, None, str(err))
+                    continue
+                yield QueueEntry(queue_id, queue, message)
+
+    # -- the queue manager's operations ---------------------------------------------
+
+    def claim(self, queue_id: str, source: Queue = Queue.INCOMING) -> QueuedMessage | None:
+        """Move a record to active/ for delivery; None if another claimer was first.
+
+        A record that does not decode is moved to corrupt/ (with a log line) and
+        SpoolCorruptError raised.
+        """
+        try:
+            self._fs.rename(
+                self.layout.record(source, queue_id), self.layout.record(Queue.ACTIVE, queue_id)
+            )
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise from_os_error(err, f"{queue_id}: claim") from err
+        try:
+            return self._message(self._read(Queue.ACTIVE, queue_id), Queue.ACTIVE)
+        except SpoolCorruptError as err:
+            self.quarantine(queue_id, Queue.ACTIVE, str(err))
+            raise
+
+    def update(self, envelope: Envelope, queue: Queue) -> None:
+        """Durably replace the envelope of a message in ``queue`` (atomic rewrite).
+
+        The body and its checksum are kept; only the record is rewritten.
+        """
+        queue_id = envelope.queue_id
+        old = self._read(queue, queue_id)
+        data = encode(Record(envelope, old.body_size, old.body_sha256))
+        try:
+            fsio.atomic_write(self._fs, self.layout.tmp, self.layout.record(queue, queue_id), data)
+        except OSError as err:
+            raise from_os_error(err, f"{queue_id}: update") from err
+
+    def move(self, queue_id: str, source: Queue, target: Queue) -> None:
+        """Durably move a record between queues (defer, hold, release, requeue)."""
+        if source is target:
+            return
+        try:
+            fsio.move(
+                self._fs, self.layout.record(source, queue_id), self.layout.record(target, queue_id)
+            )
+        except FileNotFoundError:
+            raise MessageNotFoundError(f"{queue_id}: not in {source.value}/") from None
+        except OSError as err:
+            raise from_os_error(err, f"{queue_id}: move to {target.value}/") from err
+
+    def remove(self, queue_id: str, queue: Queue) -> None:
+        """Delete a message: the record first (the message is gone), then the body."""
+        try:
+            self._fs.unlink(self.layout.record(queue, queue_id))
+        except FileNotFoundError:
+            raise MessageNotFoundError(f"{queue_id}: not in {queue.value}/") from None
+        except OSError as err:
+            raise from_os_error(err, f"{queue_id}: remove") from err
+        body = self.layout.corrupt_body(queue_id) if queue is Queue.CORRUPT else None
+        fsio.unlink_quietly(self._fs, body or self.layout.body(queue_id))
+
+    def quarantine(self, queue_id: str, queue: Queue, reason: str) -> None:
+        """Move a record (and its body) to corrupt/, with a log line."""
+        recovery.quarantine(self._fs, self.layout, queue, queue_id, reason)
+        self._fs.fsync_dir(self.layout.queue_dir(Queue.CORRUPT))
+
+    # -- recovery ----------------------------------------------------------------------
+
+    def recover(self, *, verify_bodies: bool = False) -> RecoveryReport:
+        """Bring the spool to a clean state after a crash; call before serving.
+
+        Deletes tmp/ (never acknowledged), returns active/ to incoming/ (a crash
+        during delivery means delivering again: at-least-once), moves torn or
+        unreadable records, and records whose body is missing or of the wrong
+        size (or, with ``verify_bodies``, checksum), to corrupt/, and deletes
+        bodies that no record refers to. Raises SpoolBusyError while another
+        Spool (in this or another process) or an unfinished writer is open.
+        """
+        if self._writers:
+            raise SpoolBusyError("recover() with messages being received")
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            # A failed conversion may have dropped our shared lock: take it back.
+            fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
+            raise SpoolBusyError(f"{self.layout.root} is in use by another process") from None
+        try:
+            return recovery.recover(self._fs, self.layout, verify_bodies=verify_bodies)
+        except OSError as err:
+            raise from_os_error(err, "recover") from err
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _read(self, queue: Queue, queue_id: str) -> Record:
+        return recovery.read_record(self._fs, self.layout, queue, queue_id)
+
+    @staticmethod
+    def _message(record: Record, queue: Queue) -> QueuedMessage:
+        return QueuedMessage(record.envelope, queue, record.body_size)

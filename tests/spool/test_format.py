@@ -1,0 +1,254 @@
+"""The envelope record format, the envelope value type and queue ids (all pure)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mxgate.core.envelope import (
+    BodyType,
+    DsnRet,
+    Envelope,
+    Notify,
+    Recipient,
+    RecipientState,
+)
+from mxgate.spool import QueueIdSource, SpoolCorruptError, is_queue_id
+from mxgate.spool.format import Record, decode, encode
+from tests.spool.util import make_envelope
+
+SHA = hashlib.sha256(b"body").hexdigest()
+
+
+def record(envelope: Envelope | None = None) -> Record:
+    return Record(envelope or make_envelope("0V4G2K7Q9M11A3F20003", recipients=3), 4711, SHA)
+
+
+def test_round_trip() -> None:
+    original = record()
+    assert decode(encode(original)) == original
+
+
+def test_round_trip_null_sender_unicode_and_states() -> None:
+    env = Envelope(
+        queue_id="ABCDEF123456",
+        sender="",
+        arrival=1.0e9 + 0.123456,
+        client_address="2001:db8::1",
+        client_helo="[IPv6:2001:db8::1]",
+        client_hostname="unknown",
+        size=0,
+        recipients=(
+            Recipient("jöhn@exämple.com", "jöhn@exämple.com", state=RecipientState.DELIVERED),
+            Recipient(
+                "b@example.com",
+                '"odd local"@example.com',
+                state=RecipientState.DEFERRED,
+                attempts=3,
+                next_attempt=1767230000.5,
+                last_reply="451 4.3.0 try later\nwith a newline",
+                route={"kind": "lmtp", "path": "/run/lmtp", "nested": {"list": [1, None, True]}},
+            ),
+        ),
+        smtputf8=True,
+    )
+    data = encode(Record(env, 0, SHA))
+    assert "jöhn".encode() in data  # readable in an editor, not \u-escaped
+    assert decode(data).envelope == env
+
+
+def test_record_is_readable_json_with_end_line() -> None:
+    data = encode(record())
+    head, _, last = data.rstrip(b"\n").rpartition(b"\n")
+    assert re.fullmatch(rb"END [0-9a-f]{64}", last)
+    document = json.loads(head)
+    assert document["format"] == "mxgate-envelope"
+    assert document["version"] == 1
+    assert document["body"] == {"size": 4711, "sha256": SHA}
+    assert document["recipients"][0]["notify"] == ["DELAY", "FAILURE"]
+
+
+def test_every_truncation_is_detected() -> None:
+    data = encode(record())
+    for cut in range(len(data)):
+        with pytest.raises(SpoolCorruptError):
+            decode(data[:cut])
+
+
+@given(st.data())
+@settings(max_examples=200, deadline=None)
+def test_any_changed_byte_is_detected(data: st.DataObject) -> None:
+    encoded = bytearray(encode(record()))
+    index = data.draw(st.integers(0, len(encoded) - 1))
+    delta = data.draw(st.integers(1, 255))
+    encoded[index] = (encoded[index] + delta) % 256
+    with pytest.raises(SpoolCorruptError):
+        decode(bytes(encoded))
+
+
+def test_trailing_bytes_after_end_are_detected() -> None:
+    with pytest.raises(SpoolCorruptError):
+        decode(encode(record()) + b"x\n")
+
+
+def resealed(document: dict[str, object]) -> bytes:
+    head = (json.dumps(document) + "\n").encode()
+    return head + b"END " + hashlib.sha256(head).hexdigest().encode() + b"\n"
+
+
+def valid_document() -> dict[str, object]:
+    data = encode(record())
+    loaded: dict[str, object] = json.loads(data[: data.rindex(b"END ")])
+    return loaded
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d.update(version=2),
+        lambda d: d.update(format="postfix"),
+        lambda d: d.update(size="12"),
+        lambda d: d.update(smtputf8=1),
+        lambda d: d.update(body_type="BINARYMIME"),
+        lambda d: d.pop("sender"),
+        lambda d: d["recipients"][0].update(state="LOST"),
+        lambda d: d["recipients"][0].update(attempts=-1),
+        lambda d: d["recipients"].append(d["recipients"][0]),
+        lambda d: d.update(body=[]),
+    ],
+)
+def test_well_sealed_but_invalid_records_are_corrupt(change) -> None:
+    document = valid_document()
+    change(document)
+    with pytest.raises(SpoolCorruptError):
+        decode(resealed(document))
+
+
+def test_unstorable_values_are_refused_at_encode() -> None:
+    env = make_envelope("ABCDEF123456")
+    with pytest.raises(ValueError):
+        encode(Record(replace(env, arrival=float("nan")), 0, SHA))
+
+
+addresses = st.text(min_size=1, max_size=40)
+recipients = st.builds(
+    Recipient,
+    address=addresses,
+    original=addresses,
+    orcpt=st.none() | st.text(max_size=40),
+    notify=st.frozensets(st.sampled_from(Notify)),
+    route=st.dictionaries(st.text(max_size=8), st.integers() | st.text(max_size=8) | st.none()),
+    state=st.sampled_from(RecipientState),
+    attempts=st.integers(0, 1000),
+    next_attempt=st.none() | st.floats(0, 4e9),
+    last_reply=st.text(max_size=60),
+)
+envelopes = st.builds(
+    Envelope,
+    queue_id=st.from_regex(r"[0-9A-Z]{6,40}", fullmatch=True),
+    sender=st.text(max_size=40),
+    arrival=st.floats(0, 4e9),
+    client_address=st.text(max_size=40),
+    client_helo=st.text(max_size=40),
+    client_hostname=st.text(max_size=40),
+    size=st.integers(0, 2**40),
+    recipients=st.lists(recipients, min_size=1, max_size=5, unique_by=lambda r: r.address).map(
+        tuple
+    ),
+    body_type=st.sampled_from(BodyType),
+    smtputf8=st.booleans(),
+    ret=st.none() | st.sampled_from(DsnRet),
+    envid=st.none() | st.text(max_size=20),
+)
+
+
+def without_surrogates(env: Envelope) -> bool:
+    try:
+        repr(env).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@given(envelopes.filter(without_surrogates))
+@settings(max_examples=150, deadline=None)
+def test_round_trip_any_envelope(env: Envelope) -> None:
+    assert decode(encode(Record(env, env.size, SHA))).envelope == env
+
+
+# -- the envelope value type ---------------------------------------------------------
+
+
+def test_with_recipient_replaces_by_address_and_keeps_order() -> None:
+    env = make_envelope("ABCDEF123456", recipients=3)
+    done = Recipient("user1@example.com", "x", state=RecipientState.DELIVERED)
+    updated = env.with_recipient(done)
+    assert [r.address for r in updated.recipients] == [r.address for r in env.recipients]
+    assert updated.recipients[1] is done
+    assert env.recipients[1].state is RecipientState.PENDING
+    with pytest.raises(KeyError):
+        env.with_recipient(Recipient("nobody@example.com", "x"))
+
+
+def test_done_and_next_attempt() -> None:
+    env = make_envelope("ABCDEF123456", recipients=3)
+    assert not env.is_done and env.next_attempt is None
+    a, b, c = env.recipients
+    env = env.with_recipients(
+        [
+            Recipient(a.address, a.original, state=RecipientState.DELIVERED, next_attempt=5.0),
+            Recipient(b.address, b.original, state=RecipientState.DEFERRED, next_attempt=200.0),
+            Recipient(c.address, c.original, state=RecipientState.DEFERRED, next_attempt=100.0),
+        ]
+    )
+    assert env.next_attempt == 100.0
+    assert [r.address for r in env.unfinished()] == [b.address, c.address]
+    env = env.with_recipients(
+        [Recipient(r.address, r.original, state=RecipientState.BOUNCED) for r in (b, c)]
+    )
+    assert env.is_done and env.next_attempt is None
+
+
+def test_duplicate_final_recipients_are_refused() -> None:
+    rcpt = Recipient("a@example.com", "a@example.com")
+    with pytest.raises(ValueError):
+        Envelope("ABCDEF123456", "", 0.0, "", "", "", 0, (rcpt, rcpt))
+
+
+# -- queue ids -------------------------------------------------------------------------
+
+
+def test_queue_ids_are_unique_valid_and_sorted_by_time() -> None:
+    now = [1767225600.0]
+    source = QueueIdSource(clock=lambda: now[0], pid=lambda: 4242)
+    ids = []
+    for _ in range(1000):
+        ids.append(source.new())
+        now[0] += 0.000001
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    assert all(is_queue_id(i) and len(i) == 20 for i in ids)
+
+
+def test_queue_ids_differ_between_processes_at_the_same_instant() -> None:
+    a = QueueIdSource(clock=lambda: 1.0, pid=lambda: 100)
+    b = QueueIdSource(clock=lambda: 1.0, pid=lambda: 101)
+    assert {a.new() for _ in range(50)}.isdisjoint({b.new() for _ in range(50)})
+
+
+def test_queue_ids_stay_unique_within_one_microsecond() -> None:
+    source = QueueIdSource(clock=lambda: 1.0, pid=lambda: 7)
+    assert len({source.new() for _ in range(5000)}) == 5000
+
+
+@pytest.mark.parametrize(
+    "text", ["", "abc123", "ABC", "ABCDEF/1", "ABCDEF 1", "../ABCDEF", "A" * 41]
+)
+def test_invalid_queue_ids(text: str) -> None:
+    assert not is_queue_id(text)
