@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from mxgate.cli import config_cmd, db, routes, serve
+from mxgate.cli import config_cmd, db, queue, routes, serve
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(db.app, name="db")
+app.add_typer(queue.app, name="queue")
 app.command("serve")(serve.serve)
 app.command("worker", hidden=True)(serve.worker)
 app.command("explain")(routes.explain)

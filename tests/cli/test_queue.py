@@ -1,0 +1,137 @@
+"""``mxgate queue ...`` on a real spool: list, show, hold, release, flush, delete."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mxgate.cli import app
+from mxgate.core.envelope import Recipient, RecipientState
+from mxgate.spool import Queue, Spool
+from tests.spool.util import make_envelope
+
+runner = CliRunner()
+
+
+def put(spool: Spool, sender: str, recipients: list[str], queue: Queue = Queue.INCOMING) -> str:
+    writer = spool.begin()
+    writer.write(b"Subject: test\r\n\r\nhello\r\n")
+    envelope = replace(
+        make_envelope(writer.queue_id),
+        sender=sender,
+        recipients=tuple(Recipient(address=r, original=r) for r in recipients),
+    )
+    writer.commit_sync(envelope)
+    if queue is not Queue.INCOMING:
+        spool.move(writer.queue_id, Queue.INCOMING, queue)
+    return writer.queue_id
+
+
+@pytest.fixture
+def spooldir(tmp_path: Path) -> Path:
+    return tmp_path / "spool"
+
+
+def run(spooldir: Path, *args: str) -> tuple[int, str]:
+    env = {"MXGATE_SPOOL_DIR": str(spooldir), "MXGATE_STATE_DIR": str(spooldir.parent)}
+    result = runner.invoke(app, ["queue", *args], env=env)
+    return result.exit_code, result.output
+
+
+def where(spooldir: Path, queue_id: str) -> Queue | None:
+    with Spool(spooldir) as spool:
+        return spool.locate(queue_id)
+
+
+def test_empty_queue(spooldir: Path) -> None:
+    assert run(spooldir, "list") == (0, "Mail queue is empty\n")
+    assert run(spooldir, "list", "--json") == (0, "[]\n")
+
+
+def test_list_shows_sender_recipients_and_marks(spooldir: Path) -> None:
+    with Spool(spooldir) as spool:
+        first = put(spool, "a@example.org", ["x@example.com"])
+        held = put(spool, "", ["y@example.com"], Queue.HOLD)
+    code, out = run(spooldir, "list")
+    assert code == 0
+    assert f"{first}  " in out and "a@example.org" in out and "x@example.com" in out
+    assert f"{held}!" in out and "MAILER-DAEMON" in out
+    assert "in 2 Request(s)" in out
+    code, out = run(spooldir, "list", "--json")
+    doc = {item["id"]: item for item in json.loads(out)}
+    assert doc[first]["queue"] == "incoming"
+    assert doc[held]["queue"] == "hold"
+    assert doc[first]["recipients"][0]["address"] == "x@example.com"
+    assert doc[first]["recipients"][0]["state"] == "pending"
+
+
+def test_show_prints_envelope_and_body(spooldir: Path) -> None:
+    with Spool(spooldir) as spool:
+        qid = put(spool, "a@example.org", ["x@example.com"])
+    code, out = run(spooldir, "show", qid, "--body")
+    assert code == 0
+    assert f'"id": "{qid}"' in out and "hello" in out
+    code, out = run(spooldir, "show", "NOSUCHID00")
+    assert code == 1 and "no such message" in out
+
+
+def test_hold_then_release(spooldir: Path) -> None:
+    with Spool(spooldir) as spool:
+        qid = put(spool, "a@example.org", ["x@example.com"], Queue.DEFERRED)
+    assert run(spooldir, "hold", qid)[1].startswith("held 1 message(s)")
+    assert where(spooldir, qid) is Queue.HOLD
+    assert run(spooldir, "release", qid)[1].startswith("released 1 message(s)")
+    assert where(spooldir, qid) is Queue.INCOMING
+
+
+def test_flush_makes_deferred_recipients_due_now(spooldir: Path) -> None:
+    with Spool(spooldir) as spool:
+        qid = put(spool, "a@example.org", ["x@example.com"], Queue.DEFERRED)
+        message = spool.load(qid)
+        later = replace(
+            message.envelope.recipients[0], state=RecipientState.DEFERRED, next_attempt=4e9
+        )
+        spool.update(message.envelope.with_recipient(later), Queue.DEFERRED)
+    code, out = run(spooldir, "flush")
+    assert (code, out) == (0, "flushed 1 message(s)\n")
+    with Spool(spooldir) as spool:
+        flushed = spool.load(qid)
+    assert flushed.queue is Queue.INCOMING
+    assert flushed.envelope.recipients[0].next_attempt is not None
+    assert flushed.envelope.recipients[0].next_attempt < 4e9
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--sender", "spammer@bad.example"),
+        ("--recipient", "victim@example.com"),
+        ("--domain", "example.com"),
+    ],
+)
+def test_delete_by_selector(spooldir: Path, option: str, value: str) -> None:
+    with Spool(spooldir) as spool:
+        doomed = put(spool, "spammer@bad.example", ["victim@example.com"])
+        kept = put(spool, "friend@example.org", ["other@example.net"])
+    code, out = run(spooldir, "delete", option, value)
+    assert (code, out) == (0, "deleted 1 message(s)\n")
+    assert where(spooldir, doomed) is None
+    assert where(spooldir, kept) is Queue.INCOMING
+
+
+def test_delete_needs_a_selector(spooldir: Path) -> None:
+    code, out = run(spooldir, "delete")
+    assert code == 2 and "--all" in out
+
+
+def test_messages_being_delivered_are_left_alone(spooldir: Path) -> None:
+    with Spool(spooldir) as spool:
+        qid = put(spool, "a@example.org", ["x@example.com"])
+        assert spool.claim(qid) is not None
+    code, out = run(spooldir, "delete", "--all")
+    assert code == 0 and "being delivered now" in out
+    assert where(spooldir, qid) is Queue.ACTIVE
