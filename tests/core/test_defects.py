@@ -4,8 +4,6 @@ matter, tested with the migrations in tests/directory.)"""
 
 from __future__ import annotations
 
-import time
-
 from mxgate.core.query import query
 from tests.core.data import INTERNET, decide, finals, policy, routes, snapshot, tutorial
 
@@ -117,15 +115,14 @@ def test_forward_loop_is_accepted_then_deferred_after_data() -> None:
 
 
 def test_relay_recipient_query_scans_the_whole_mailbox_table() -> None:
-    """Tutorial: ~14 unknown-recipient rejections per second with 1M mailboxes.
-    mxgate: in memory, thousands per second (here, 200k mailboxes)."""
+    """Tutorial: every unknown recipient scans the mailbox table (~14
+    rejections per second with 1M mailboxes). mxgate: rejected from the
+    in-memory snapshot, no database involved (here, 200k mailboxes). How fast
+    is measured by bench/routing.py, not here."""
     data = snapshot(
         domains=[f"d{i}.example" for i in range(100)],
         mailboxes=[f"user{i}@d{i % 100}.example" for i in range(200_000)],
     )
-    rcpts = [f"<nobody{i}@d{i % 100}.example>" for i in range(5000)]
-    start = time.perf_counter()
-    for rcpt in rcpts:
-        assert decide(data, rcpt).reply.code == 550
-    rate = len(rcpts) / (time.perf_counter() - start)
-    assert rate > 2000, f"{rate:.0f} rejections per second"
+    for i in range(5000):
+        reply = decide(data, f"<nobody{i}@d{i % 100}.example>").reply
+        assert (reply.code, reply.enhanced) == (550, "5.1.1")
