@@ -1,0 +1,320 @@
+"""The queue manager: takes spooled messages to their next hops, retries, bounces.
+
+Owns the life of a queued message after the 250: pick it up from ``incoming/``
+(or from ``deferred/`` when a recipient is due), claim it (``active/``), route
+every unfinished recipient anew from the current snapshot (a transport added
+since is used at once), hand each next hop its recipients through the courier,
+record every recipient's outcome (delivered, deferred until ``core.retry``
+says, or bounced), queue one DSN per pass for the recipients that failed, and
+finally remove the message or put it back in ``deferred/``. A crash at any
+point leaves the message in the spool: delivery is at least once.
+
+Limits: a bounded active window (messages in flight); the courier applies the
+per-destination and global connection caps and 50 recipients per transaction.
+
+Never composes SMTP or DSN text itself (``smtp``, ``core.dsn``), never decides
+retry times (``core.retry``) or routes (``core.routing``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from mxgate.core.dsn import bounce_target, recipients_to_report
+from mxgate.core.envelope import Envelope, Recipient, RecipientState
+from mxgate.core.outcome import Deferred, apply
+from mxgate.core.reply import Reply
+from mxgate.core.retry import RetryPolicy, next_attempt
+from mxgate.core.routing import RoutingPolicy, resolve_route
+from mxgate.core.snapshot import RoutingData
+from mxgate.core.transport import Route
+from mxgate.delivery.bounce import BounceSettings, enqueue_bounce, is_our_bounce
+from mxgate.delivery.courier import Courier, OpenBody
+from mxgate.delivery.result import DeliveryResult
+from mxgate.maillog import MailLog
+from mxgate.spool import MessageNotFoundError, Queue, QueuedMessage, Spool, SpoolError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerSettings:
+    bounce: BounceSettings
+    retry: RetryPolicy
+    queue_run_delay: float = 300.0
+    incoming_poll: float = 0.2
+    active_limit: int = 500
+
+
+class QueueManager:
+    def __init__(
+        self,
+        spool: Spool,
+        snapshot: Callable[[], RoutingData | None],
+        policy: RoutingPolicy,
+        courier: Courier,
+        maillog: MailLog,
+        settings: SchedulerSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self.spool = spool
+        self.snapshot = snapshot
+        self.policy = policy
+        self.courier = courier
+        self.maillog = maillog
+        self.settings = settings
+        self.clock = clock
+        self.jitter = jitter
+        self.in_flight: dict[str, asyncio.Task[None]] = {}
+        self._wake = asyncio.Event()
+        self._deferred_scan_at = 0.0
+
+    def wake(self) -> None:
+        """Look at the queues now (``queue flush``, SIGUSR1), deferred ones included."""
+        self._deferred_scan_at = 0.0
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                self._scan()
+            except SpoolError as exc:  # a disk problem: say so, try again later
+                self.maillog.line("qmgr", f"warning: queue scan failed: {exc}")
+            self._wake.clear()
+            waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())}
+            await asyncio.wait(
+                waiters, timeout=self.settings.incoming_poll, return_when=asyncio.FIRST_COMPLETED
+            )
+            for waiter in waiters:
+                waiter.cancel()
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Let the attempts in flight finish (their outcomes are recorded)."""
+        if self.in_flight:
+            await asyncio.wait(list(self.in_flight.values()))
+
+    # -- picking messages -------------------------------------------------------
+    def _scan(self) -> None:
+        for queue_id in self.spool.scan(Queue.INCOMING):
+            if not self._start(queue_id, Queue.INCOMING):
+                return
+        now = self.clock()
+        if now < self._deferred_scan_at:
+            return
+        self._deferred_scan_at = now + self.settings.queue_run_delay
+        for queue_id in self.spool.scan(Queue.DEFERRED):
+            if queue_id in self.in_flight:
+                continue
+            try:
+                message = self.spool.load(queue_id, Queue.DEFERRED)
+            except (MessageNotFoundError, SpoolError):
+                continue
+            due = message.envelope.next_attempt
+            if due is None or due <= now:
+                if not self._start(queue_id, Queue.DEFERRED):
+                    return
+            else:
+                # Wake up in time for the earliest deferred recipient.
+                self._deferred_scan_at = min(self._deferred_scan_at, due)
+
+    def _start(self, queue_id: str, source: Queue) -> bool:
+        """Claim and start one message; False when the active window is full."""
+        if queue_id in self.in_flight:
+            return True
+        if len(self.in_flight) >= self.settings.active_limit:
+            return False
+        try:
+            message = self.spool.claim(queue_id, source)
+        except SpoolError as exc:
+            self.maillog.line("qmgr", f"warning: {queue_id}: cannot claim: {exc}")
+            return True
+        if message is None:
+            return True  # someone else (an operator's hold, another manager) was first
+        task = asyncio.create_task(self._attempt(message, self.clock()))
+        self.in_flight[queue_id] = task
+        task.add_done_callback(self._done)
+        return True
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        for queue_id, running in list(self.in_flight.items()):
+            if running is task:
+                del self.in_flight[queue_id]
+                self._wake.set()  # a slot in the active window is free
+
+    # -- one delivery pass over a message -------------------------------------
+    async def _attempt(self, message: QueuedMessage, claimed: float) -> None:
+        envelope = message.envelope
+        try:
+            await self._deliver(envelope, claimed)
+        except Exception:  # a bug must not lose the message: it stays in active/
+            log.exception("%s: delivery pass failed", envelope.queue_id)
+            self.maillog.line("qmgr", f"warning: {envelope.queue_id}: internal error; will retry")
+            await asyncio.sleep(1)
+            with contextlib.suppress(SpoolError):
+                self.spool.move(envelope.queue_id, Queue.ACTIVE, Queue.DEFERRED)
+
+    async def _deliver(self, envelope: Envelope, claimed: float) -> None:
+        now = self.clock()
+        if envelope.sender == "" and not envelope.recipients:
+            return
+        due = [r for r in envelope.recipients if _due(r, now)]
+        groups, unroutable = self._route(due)
+        updated: dict[str, Recipient] = {}
+        for recipient, reason in unroutable:
+            result = DeliveryResult(Deferred(Reply(451, "4.3.0", reason)))
+            updated[recipient.address] = self._record(envelope, recipient, result, claimed, now)
+        attempts = [
+            self.courier.deliver(route, envelope, rcpts, self._opener(envelope.queue_id))
+            for route, rcpts in groups.items()
+        ]
+        for (_route, rcpts), results in zip(
+            groups.items(), await asyncio.gather(*attempts), strict=True
+        ):
+            for recipient in rcpts:
+                result = results[recipient.address]
+                updated[recipient.address] = self._record(
+                    envelope, recipient, result, claimed, self.clock()
+                )
+        # Bounced at RCPT time already (the failed part of an expansion), not
+        # reported yet: attempts == 0 marks "not reported".
+        for recipient in envelope.recipients:
+            if recipient.state is RecipientState.BOUNCED and recipient.attempts == 0:
+                updated[recipient.address] = _mark_reported(recipient)
+        after = envelope.with_recipients(tuple(updated.values())) if updated else envelope
+        newly_bounced = {
+            address for address, r in updated.items() if r.state is RecipientState.BOUNCED
+        }
+        if newly_bounced:
+            await self._bounce(after, newly_bounced)
+        self._finish(after)
+
+    def _route(
+        self, recipients: list[Recipient]
+    ) -> tuple[dict[Route, list[Recipient]], list[tuple[Recipient, str]]]:
+        data = self.snapshot()
+        groups: dict[Route, list[Recipient]] = {}
+        unroutable: list[tuple[Recipient, str]] = []
+        for recipient in recipients:
+            if data is None:
+                unroutable.append((recipient, "routing data unavailable"))
+                continue
+            resolution = resolve_route(data, self.policy, recipient.address)
+            if resolution.route is None:
+                unroutable.append((recipient, f"no route: {resolution.problem}"))
+                continue
+            groups.setdefault(resolution.route, []).append(recipient)
+        return groups, unroutable
+
+    def _opener(self, queue_id: str) -> OpenBody:
+        return lambda: self.spool.open_body(queue_id)
+
+    def _record(
+        self,
+        envelope: Envelope,
+        recipient: Recipient,
+        result: DeliveryResult,
+        claimed: float,
+        now: float,
+    ) -> Recipient:
+        retry = None
+        if isinstance(result.outcome, Deferred):
+            retry = next_attempt(
+                envelope.arrival,
+                now,
+                self.settings.retry,
+                jitter=self.jitter(),
+                is_bounce=envelope.sender == "",
+            )
+        after = apply(recipient, result.outcome, now, retry)
+        self._log_attempt(envelope, after, result, claimed, now)
+        return after
+
+    def _log_attempt(
+        self,
+        envelope: Envelope,
+        recipient: Recipient,
+        result: DeliveryResult,
+        claimed: float,
+        now: float,
+    ) -> None:
+        status = {
+            RecipientState.DELIVERED: "sent",
+            RecipientState.DEFERRED: "deferred",
+            RecipientState.BOUNCED: "bounced",
+        }[recipient.state]
+        before_qmgr = max(0.0, claimed - envelope.arrival)
+        setup, transmission = result.timing.setup, result.timing.transmission
+        in_qmgr = max(0.0, now - claimed - setup - transmission)
+        orig = (
+            f", orig_to=<{recipient.original}>" if recipient.original != recipient.address else ""
+        )
+        self.maillog.line(
+            "smtp",
+            f"{envelope.queue_id}: to=<{recipient.address}>{orig}, relay={result.relay_text}, "
+            f"delay={now - envelope.arrival:.2g}, "
+            f"delays={before_qmgr:.2g}/{in_qmgr:.2g}/{setup:.2g}/{transmission:.2g}, "
+            f"dsn={result.outcome.reply.enhanced or '5.0.0'}, status={status} ({result.text})",
+        )
+
+    async def _bounce(self, envelope: Envelope, addresses: set[str]) -> None:
+        settings = self.settings.bounce
+        target = bounce_target(envelope, is_our_bounce(envelope), settings.postmaster)
+        if target is None:
+            self.maillog.line(
+                "bounce",
+                f"{envelope.queue_id}: undeliverable "
+                f"{'postmaster notification' if envelope.sender == '' else 'message'} "
+                "discarded (no one to tell)",
+            )
+            return
+        postmaster_copy = target != envelope.sender
+        failed = [
+            r
+            for r in recipients_to_report(envelope, "failure", postmaster_copy=postmaster_copy)
+            if r.address in addresses
+        ]
+        if not failed:
+            return  # NOTIFY=NEVER, or NOTIFY without FAILURE: the sender asked for silence
+        try:
+            bounce_id = await enqueue_bounce(
+                self.spool, envelope, failed, target, settings, self.clock()
+            )
+        except SpoolError as exc:
+            # The recipients stay bounced; the report is lost, and the log says so.
+            self.maillog.line("bounce", f"warning: {envelope.queue_id}: cannot queue DSN: {exc}")
+            return
+        self.maillog.line(
+            "bounce", f"{envelope.queue_id}: sender non-delivery notification: {bounce_id}"
+        )
+
+    def _finish(self, envelope: Envelope) -> None:
+        queue_id = envelope.queue_id
+        # Record first, then remove: a removal lost in a crash then finds every
+        # recipient final and delivers nothing twice.
+        self.spool.update(envelope, Queue.ACTIVE)
+        if envelope.is_done:
+            self.spool.remove(queue_id, Queue.ACTIVE)
+            self.maillog.removed(queue_id)
+        else:
+            self.spool.move(queue_id, Queue.ACTIVE, Queue.DEFERRED)
+
+
+def _due(recipient: Recipient, now: float) -> bool:
+    if recipient.state is RecipientState.PENDING:
+        return True
+    return recipient.state is RecipientState.DEFERRED and (
+        recipient.next_attempt is None or recipient.next_attempt <= now
+    )
+
+
+def _mark_reported(recipient: Recipient) -> Recipient:
+    return replace(recipient, attempts=1)

@@ -1,0 +1,285 @@
+"""The queue manager over a real spool, a real courier and scripted next hops on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+from mxgate.core.envelope import Envelope, Notify, Recipient, RecipientState
+from mxgate.core.retry import RetryPolicy
+from mxgate.core.routing import RoutingPolicy
+from mxgate.core.snapshot import RoutingData
+from mxgate.delivery import Courier, CourierConfig, StaticResolver
+from mxgate.delivery.bounce import BounceSettings
+from mxgate.delivery.scheduler import QueueManager, SchedulerSettings
+from mxgate.maillog import MailLog
+from mxgate.spool import Queue, Spool
+from tests.delivery.peers import PeerScript, ScriptedPeer
+
+BODY = b"Subject: hello\r\nMessage-ID: <m1@example.org>\r\n\r\nHello there.\r\n"
+POLICY = RoutingPolicy(
+    myhostname="mx.test.example",
+    mynetworks=(),
+    local_addresses=(),
+    postmaster="postmaster@ops.example",
+)
+
+
+def snapshot(port: int, *, routed: bool = True) -> RoutingData:
+    data = RoutingData()
+    data.domains = {"example.com": None, "ops.example": None}
+    data.mailboxes = {"a@example.com": "n", "b@example.com": "n", "postmaster@ops.example": "n"}
+    if routed:
+        data.transports = {
+            "example.com": {"": f"smtp:[127.0.0.1]:{port}"},
+            "ops.example": {"": f"smtp:[127.0.0.1]:{port}"},
+        }
+    return data
+
+
+def enqueue(spool: Spool, sender: str, recipients: list[Recipient], arrival: float = 1e9) -> str:
+    writer = spool.begin()
+    writer.write(BODY)
+    writer.commit_sync(
+        Envelope(
+            queue_id=writer.queue_id,
+            sender=sender,
+            arrival=arrival,
+            client_address="192.0.2.7",
+            client_helo="client.example",
+            client_hostname="unknown",
+            size=len(BODY),
+            recipients=tuple(recipients),
+        )
+    )
+    return writer.queue_id
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def manager(
+    spool: Spool, data: Callable[[], RoutingData | None], clock: Clock, log: io.StringIO
+) -> QueueManager:
+    courier = Courier(CourierConfig(helo_name="mx.test.example"), StaticResolver())
+    return QueueManager(
+        spool,
+        data,
+        POLICY,
+        courier,
+        MailLog("mx.test.example", log),
+        SchedulerSettings(
+            bounce=BounceSettings(hostname="mx.test.example", postmaster="postmaster@ops.example"),
+            retry=RetryPolicy(),
+            incoming_poll=0.05,
+        ),
+        clock=clock,
+        jitter=lambda: 0.0,
+    )
+
+
+async def settle(qm: QueueManager, spool: Spool, rounds: int = 100) -> None:
+    """Run the manager until the incoming queue is empty and nothing is in flight."""
+    stop = asyncio.Event()
+    runner = asyncio.create_task(qm.run(stop))
+    for _ in range(rounds):
+        await asyncio.sleep(0.05)
+        if not spool.scan(Queue.INCOMING) and not qm.in_flight:
+            break
+    stop.set()
+    await runner
+
+
+def test_delivers_and_removes(tmp_path: Path) -> None:
+    async def run() -> None:
+        async with ScriptedPeer() as peer:
+            log = io.StringIO()
+            with Spool(tmp_path / "spool") as spool:
+                qid = enqueue(
+                    spool,
+                    "s@example.org",
+                    [
+                        Recipient("a@example.com", "a@example.com"),
+                        Recipient("b@example.com", "alias@example.com"),
+                    ],
+                )
+                qm = manager(spool, lambda: snapshot(peer.port), Clock(1e9 + 5), log)
+                await settle(qm, spool)
+                assert spool.locate(qid) is None
+            [message] = peer.messages
+            assert "<s@example.org>" in message.mail_from
+            assert sorted(message.rcpts) == ["a@example.com", "b@example.com"]
+            assert message.data == BODY
+            text = log.getvalue()
+            assert f"{qid}: to=<a@example.com>, relay=127.0.0.1[127.0.0.1]:{peer.port}" in text
+            assert "to=<b@example.com>, orig_to=<alias@example.com>" in text
+            assert "dsn=2.0.0, status=sent (" in text
+            assert f"{qid}: removed" in text
+
+    asyncio.run(run())
+
+
+def test_temporary_failure_defers_with_backoff_then_flush_delivers(tmp_path: Path) -> None:
+    async def run() -> None:
+        script = PeerScript(rcpt=lambda arg: "451 4.3.0 try later")
+        async with ScriptedPeer(script) as peer:
+            log = io.StringIO()
+            clock = Clock(1e9 + 10)
+            with Spool(tmp_path / "spool") as spool:
+                qid = enqueue(spool, "s@example.org", [Recipient("a@example.com", "a@example.com")])
+                qm = manager(spool, lambda: snapshot(peer.port), clock, log)
+                await settle(qm, spool)
+                deferred = spool.load(qid)
+                assert deferred.queue is Queue.DEFERRED
+                [rcpt] = deferred.envelope.recipients
+                assert rcpt.state is RecipientState.DEFERRED
+                assert rcpt.attempts == 1
+                # Postfix: the wait is the time in queue clamped to [300 s, 4000 s].
+                assert rcpt.next_attempt == clock.now + 300
+                assert "451 4.3.0 try later" in rcpt.last_reply
+                assert "status=deferred" in log.getvalue()
+                # Not due yet: a scan leaves it alone.
+                await settle(qm, spool)
+                assert spool.load(qid).envelope.recipients[0].attempts == 1
+                # The peer recovers; time passes; the retry delivers.
+                script.rcpt = lambda arg: "250 2.1.5 Ok"
+                clock.now += 301
+                qm.wake()
+                await settle(qm, spool)
+                assert spool.locate(qid) is None
+            assert len(peer.messages) == 1
+
+    asyncio.run(run())
+
+
+def test_permanent_failure_bounces_to_the_sender_once(tmp_path: Path) -> None:
+    async def run() -> None:
+        script = PeerScript(
+            rcpt=lambda arg: "550 5.1.1 no such user" if "b@" in arg else "250 2.1.5 Ok"
+        )
+        async with ScriptedPeer(script) as peer:
+            log = io.StringIO()
+            with Spool(tmp_path / "spool") as spool:
+                qid = enqueue(
+                    spool,
+                    "s@example.com",
+                    [
+                        Recipient("a@example.com", "a@example.com"),
+                        Recipient(
+                            "b@example.com",
+                            "b@example.com",
+                            orcpt="rfc822;b@example.com",
+                            notify=frozenset({Notify.FAILURE}),
+                        ),
+                    ],
+                )
+                qm = manager(spool, lambda: snapshot(peer.port), Clock(1e9 + 5), log)
+                await settle(qm, spool)
+                await settle(qm, spool)  # the bounce itself is delivered too
+                assert spool.locate(qid) is None
+                assert not list(spool.list_all())
+            original, bounce = peer.messages
+            assert original.rcpts == ["a@example.com"]
+            assert bounce.mail_from.startswith("FROM:<>")
+            assert bounce.rcpts == ["s@example.com"]
+            report = email.message_from_bytes(bounce.data, policy=email.policy.default)
+            assert report.get_content_type() == "multipart/report"
+            status = [p for p in report.walk() if p.get_content_type() == "message/delivery-status"]
+            assert status, "no delivery-status part"
+            text = bytes(status[0]).decode()
+            assert "Final-Recipient: rfc822; b@example.com" in text
+            assert "Action: failed" in text and "Status: 5.1.1" in text
+            assert "sender non-delivery notification" in log.getvalue()
+
+    asyncio.run(run())
+
+
+def test_null_sender_failure_goes_to_postmaster_and_never_to_the_null_sender(
+    tmp_path: Path,
+) -> None:
+    async def run() -> None:
+        script = PeerScript(rcpt=lambda arg: "550 5.1.1 gone" if "a@" in arg else "250 2.1.5 Ok")
+        async with ScriptedPeer(script) as peer:
+            log = io.StringIO()
+            with Spool(tmp_path / "spool") as spool:
+                enqueue(spool, "", [Recipient("a@example.com", "a@example.com")])
+                qm = manager(spool, lambda: snapshot(peer.port), Clock(1e9 + 5), log)
+                await settle(qm, spool)
+                await settle(qm, spool)
+                assert not list(spool.list_all())
+            bounce = peer.messages[-1]
+            assert bounce.mail_from.startswith("FROM:<>")
+            assert bounce.rcpts == ["postmaster@ops.example"]
+
+    asyncio.run(run())
+
+
+def test_a_failed_postmaster_notification_is_dropped(tmp_path: Path) -> None:
+    async def run() -> None:
+        async with ScriptedPeer(PeerScript(rcpt=lambda arg: "550 5.1.1 gone")) as peer:
+            log = io.StringIO()
+            with Spool(tmp_path / "spool") as spool:
+                enqueue(spool, "", [Recipient("a@example.com", "a@example.com")])
+                qm = manager(spool, lambda: snapshot(peer.port), Clock(1e9 + 5), log)
+                for _ in range(3):
+                    await settle(qm, spool)
+                assert not list(spool.list_all())
+            assert "discarded (no one to tell)" in log.getvalue()
+            assert not peer.messages  # nothing was ever accepted
+
+    asyncio.run(run())
+
+
+def test_no_route_defers_and_a_route_added_later_is_used(tmp_path: Path) -> None:
+    async def run() -> None:
+        async with ScriptedPeer() as peer:
+            log = io.StringIO()
+            clock = Clock(1e9 + 5)
+            current = {"data": snapshot(peer.port, routed=False)}
+            with Spool(tmp_path / "spool") as spool:
+                qid = enqueue(spool, "s@example.org", [Recipient("a@example.com", "a@example.com")])
+                qm = manager(spool, lambda: current["data"], clock, log)
+                await settle(qm, spool)
+                [rcpt] = spool.load(qid).envelope.recipients
+                assert rcpt.state is RecipientState.DEFERRED
+                assert "no route" in rcpt.last_reply
+                current["data"] = snapshot(peer.port)
+                clock.now += 1000
+                qm.wake()
+                await settle(qm, spool)
+                assert spool.locate(qid) is None
+            assert len(peer.messages) == 1
+
+    asyncio.run(run())
+
+
+def test_expiry_bounces_after_maximal_queue_lifetime(tmp_path: Path) -> None:
+    async def run() -> None:
+        script = PeerScript(rcpt=lambda arg: "450 4.2.0 busy" if "a@" in arg else "250 2.1.5 Ok")
+        async with ScriptedPeer(script) as peer:
+            log = io.StringIO()
+            arrival = 1e9
+            clock = Clock(arrival + 5 * 86400 + 1)
+            with Spool(tmp_path / "spool") as spool:
+                qid = enqueue(
+                    spool, "s@example.com", [Recipient("a@example.com", "a@example.com")], arrival
+                )
+                qm = manager(spool, lambda: snapshot(peer.port), clock, log)
+                await settle(qm, spool)
+                await settle(qm, spool)
+                assert spool.locate(qid) is None
+            bounce = peer.messages[-1]
+            assert bounce.mail_from.startswith("FROM:<>")
+            assert b"Action: failed" in bounce.data
+            assert b"450 4.2.0 busy" in bounce.data
+
+    asyncio.run(run())
