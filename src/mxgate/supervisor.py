@@ -3,9 +3,17 @@
 Owns the worker processes of ``mxgate serve``: each is ``mxgate worker`` with
 the same settings, listening on the same ports with SO_REUSEPORT. A worker
 that dies is restarted (after a pause, so a crash loop cannot spin). SIGHUP
-starts a fresh set of workers, which read the settings anew, and then asks the
-old set to finish their sessions and exit: a reload never refuses a
-connection. SIGTERM and SIGINT stop every worker gracefully, then the master.
+starts a fresh set of workers, which read the settings anew, waits until every
+one of them listens, and only then asks the old set to finish their sessions
+and exit: a reload never refuses a connection, however long a new worker
+takes to start (a slow or hung database, for one). When the new set fails to
+start, the old set keeps serving. SIGTERM and SIGINT stop every worker
+gracefully, then the master.
+
+Each worker gets one end of a socket pair as ``--master-fd N``: it writes
+``READY`` there once it listens, and it sees end-of-file there when the master
+is gone (kill -9), so that no orphaned worker keeps accepting beside the
+workers of a restarted master (Postfix's master status pipe, in one socket).
 
 Never speaks SMTP and never reads the settings: it runs the command it is given.
 """
@@ -15,11 +23,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 
 RESTART_PAUSE = 1.0
+# New workers that do not listen by then count as failed: at start, serve exits;
+# on a reload, the running workers stay.
+READY_TIMEOUT = 300.0
+READY = b"READY\n"
 
 
 class Supervisor:
@@ -37,13 +50,60 @@ class Supervisor:
         self.log = log
         self.check_reload = check_reload
         self.workers: dict[int, subprocess.Popen[bytes]] = {}
-        self.stopping = False
-        self._wake = asyncio.Event()
+        # Resolved True when the worker says it listens, False if it goes first.
+        self._ready: dict[int, asyncio.Future[bool]] = {}
+        self._channels: dict[int, socket.socket] = {}
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(self.command, env=self.env, stdin=subprocess.DEVNULL)
+        ours, theirs = socket.socketpair()  # neither end is inherited by default
+        try:
+            proc = subprocess.Popen(
+                [*self.command, "--master-fd", str(theirs.fileno())],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
         self.workers[proc.pid] = proc
+        self._channels[proc.pid] = ours
+        self._ready[proc.pid] = self._watch_ready(ours)
         return proc
+
+    def _watch_ready(self, channel: socket.socket) -> asyncio.Future[bool]:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[bool] = loop.create_future()
+        channel.setblocking(False)
+        received = bytearray()
+
+        def readable() -> None:
+            try:
+                data = channel.recv(64)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            received.extend(data)
+            if not data or READY in received:
+                loop.remove_reader(channel)
+                if not ready.done():
+                    ready.set_result(bool(data))
+
+        loop.add_reader(channel, readable)
+        return ready
+
+    def _forget(self, pid: int) -> None:
+        """Drop what we keep for an exited worker (its channel, its readiness)."""
+        channel = self._channels.pop(pid, None)
+        if channel is not None:
+            asyncio.get_running_loop().remove_reader(channel)
+            channel.close()
+        ready = self._ready.pop(pid, None)
+        if ready is not None and not ready.done():
+            ready.set_result(False)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -54,6 +114,12 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, reload.set)
         for _ in range(self.count):
             self._spawn()
+        problem = await self._wait_ready(self.workers, stop)
+        if problem is not None and not stop.is_set():
+            # Nothing serves yet: fail now rather than restart them forever.
+            self.log(f"fatal: the workers did not start: {problem}")
+            await self._terminate(self.workers)
+            return 1
         self.log(f"started {self.count} worker(s): {', '.join(map(str, self.workers))}")
         while not stop.is_set():
             waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(reload.wait())]
@@ -62,7 +128,7 @@ class Supervisor:
                 task.cancel()
             if reload.is_set() and not stop.is_set():
                 reload.clear()
-                await self._reload()
+                await self._reload(stop)
             if not stop.is_set():
                 await self._reap_and_restart()
         await self._stop_all()
@@ -74,33 +140,66 @@ class Supervisor:
             if code is None:
                 continue
             del self.workers[pid]
+            self._forget(pid)
             self.log(f"warning: worker {pid} exited with status {code}; restarting it")
             await asyncio.sleep(RESTART_PAUSE)
             self._spawn()
 
-    async def _reload(self) -> None:
+    async def _reload(self, stop: asyncio.Event) -> None:
         if self.check_reload is not None:
             problem = self.check_reload()
             if problem is not None:
                 self.log(f"warning: reload refused, keeping the running workers: {problem}")
                 return
-        old = dict(self.workers)
+        old = self.workers
         self.workers = {}
         for _ in range(self.count):
             self._spawn()
-        # The new workers bind beside the old ones (SO_REUSEPORT); give them a
-        # moment to listen before the old ones stop accepting.
-        await asyncio.sleep(1.0)
-        self.log(f"reload: new worker(s) {', '.join(map(str, self.workers))}")
+        new = self.workers
+        # The new workers bind beside the old ones (SO_REUSEPORT); the old ones
+        # stop accepting only once every new one listens.
+        problem = await self._wait_ready(new, stop)
+        if problem is not None:
+            self.log(f"warning: reload failed, keeping the running workers: {problem}")
+            self.workers = old
+            await self._terminate(new)
+            return
+        self.log(f"reload: new worker(s) {', '.join(map(str, new))}")
         await self._terminate(old)
+
+    async def _wait_ready(
+        self, procs: dict[int, subprocess.Popen[bytes]], stop: asyncio.Event
+    ) -> str | None:
+        """None once every worker of ``procs`` listens; else what went wrong."""
+        pending: dict[asyncio.Future[bool], int] = {self._ready[pid]: pid for pid in procs}
+        stopping: asyncio.Future[bool] = asyncio.ensure_future(stop.wait())
+        deadline = asyncio.get_running_loop().time() + READY_TIMEOUT
+        try:
+            while pending:
+                timeout = deadline - asyncio.get_running_loop().time()
+                done, _ = await asyncio.wait(
+                    {*pending, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                if stopping in done:
+                    return "stopped by a signal"
+                if not done:
+                    return f"worker(s) {', '.join(map(str, pending.values()))} not listening"
+                for ready in done:
+                    pid = pending.pop(ready)
+                    if not ready.result():
+                        return f"worker {pid} exited before it listened"
+            return None
+        finally:
+            stopping.cancel()
 
     async def _terminate(self, procs: dict[int, subprocess.Popen[bytes]]) -> None:
         for proc in procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in procs.values():
+        for pid, proc in procs.items():
             while proc.poll() is None:
                 await asyncio.sleep(0.05)
+            self._forget(pid)
 
     async def _stop_all(self) -> None:
         self.log("stopping: waiting for the workers to finish their sessions")

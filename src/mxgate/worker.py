@@ -5,6 +5,8 @@ disk copy, else none: then RCPT answers 451), open the spool, listen, and on
 SIGTERM stop accepting, let sessions finish (``shutdown_grace``), flush the
 snapshot cache and exit. SIGHUP asks the snapshot holder to check for changes
 now; re-reading the settings is the supervisor's job (it replaces workers).
+Started by the master (``--master-fd``), it tells the master when it listens,
+and stops as on SIGTERM when the master is gone.
 
 Gets plain settings from app.py; never reads the configuration itself.
 """
@@ -12,7 +14,10 @@ Gets plain settings from app.py; never reads the configuration itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +26,7 @@ from mxgate.maillog import MailLog
 from mxgate.server.listener import Listener
 from mxgate.server.session import Session, SessionSettings
 from mxgate.spool import Spool
+from mxgate.supervisor import READY
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +41,48 @@ class WorkerSettings:
     shutdown_grace: float = 30.0
 
 
-async def run_worker(settings: WorkerSettings, ready: asyncio.Event | None = None) -> None:
+class MasterChannel:
+    """Our end of the socket pair the master made for us (see supervisor.py)."""
+
+    def __init__(self, fd: int, on_gone: Callable[[], None]) -> None:
+        self.sock = socket.socket(fileno=fd)
+        self.sock.setblocking(False)
+        self.on_gone = on_gone
+        self.loop = asyncio.get_running_loop()
+        self.loop.add_reader(self.sock, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            data = self.sock.recv(64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # end of file: the master is gone
+            self.loop.remove_reader(self.sock)
+            self.on_gone()
+
+    def ready(self) -> None:
+        """Tell the master we listen (a few bytes: the socket buffer takes them)."""
+        with contextlib.suppress(OSError):  # the master is gone: _readable stops us
+            self.sock.send(READY)
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.sock)
+        self.sock.close()
+
+
+async def run_worker(settings: WorkerSettings, master_fd: int | None = None) -> int:
+    """Serve until SIGTERM (or the master is gone); the exit status."""
     log = MailLog(settings.session.hostname)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+
+    def master_gone() -> None:
+        log.line("master", "warning: the master process is gone; stopping")
+        stop.set()
+
+    master = MasterChannel(master_fd, master_gone) if master_fd is not None else None
     holder = SnapshotHolder(
         settings.dsn,
         cache_path=settings.cache_path,
@@ -56,7 +100,15 @@ async def run_worker(settings: WorkerSettings, ready: asyncio.Event | None = Non
     spool = Spool(settings.spool_dir)
 
     async def run_session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await Session(reader, writer, settings.session, lambda: holder.current, spool, log).run()
+        await Session(
+            reader,
+            writer,
+            settings.session,
+            lambda: holder.current,
+            spool,
+            log,
+            closing=listener.closing,
+        ).run()
 
     listener = Listener(
         settings.endpoints,
@@ -66,23 +118,33 @@ async def run_worker(settings: WorkerSettings, ready: asyncio.Event | None = Non
         log=log,
     )
     try:
-        await listener.start()
+        try:
+            await listener.start()
+        except OSError as exc:
+            # Another program on the port, an address we do not have...: one
+            # clear line, and the master keeps (or restarts) the workers it has.
+            log.line("master", f"fatal: cannot listen: {exc}")
+            await listener.shutdown(0)
+            return 1
         log.line("master", f"listening on {', '.join(f'{h}:{p}' for h, p in listener.bound())}")
-        if ready is not None:
-            ready.set()
+        if master is not None:
+            master.ready()
         await stop.wait()
         log.line("master", "terminating on signal: closing the listeners, finishing sessions")
         await listener.shutdown(settings.shutdown_grace)
     finally:
         await holder.stop()
         spool.close()
+        if master is not None:
+            master.close()
+    return 0
 
 
-def worker_main(settings: WorkerSettings) -> None:
-    """Entry point of a worker process (``mxgate worker``, started by ``serve``)."""
+def worker_main(settings: WorkerSettings, master_fd: int | None = None) -> int:
+    """Entry point of a worker process (``mxgate worker``, started by ``serve``);
+    the exit status."""
     try:
         import uvloop
     except ImportError:  # uvloop is optional: plain asyncio serves too
-        asyncio.run(run_worker(settings))
-    else:
-        uvloop.run(run_worker(settings))
+        return asyncio.run(run_worker(settings, master_fd))
+    return uvloop.run(run_worker(settings, master_fd))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "mxgate"
-ALLOWED = ("mxgate.delivery", "mxgate.smtp", "mxgate.core", "mxgate.spool")
+ALLOWED = ("mxgate.delivery", "mxgate.smtp", "mxgate.core", "mxgate.spool", "mxgate.maillog")
 
 
 def imports_of(path: Path) -> set[str]:

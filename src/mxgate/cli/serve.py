@@ -7,6 +7,7 @@ import os
 import ssl
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -65,7 +66,13 @@ def serve(config: ConfigOption = None) -> None:
     raise typer.Exit(code)
 
 
-def worker(config: ConfigOption = None) -> None:
+MasterFdOption = Annotated[
+    int | None,
+    typer.Option("--master-fd", hidden=True, help="Socket shared with the master (serve)."),
+]
+
+
+def worker(config: ConfigOption = None, master_fd: MasterFdOption = None) -> None:
     """One SMTP worker process (started by serve; not for direct use)."""
     loaded = settings(config)
     if not loaded.config.database_url:
@@ -74,4 +81,4 @@ def worker(config: ConfigOption = None) -> None:
         ws = worker_settings(loaded.config, loaded.config.database_url)
     except (OSError, ssl.SSLError) as exc:
         fail(f"cannot load the TLS certificate or key: {exc}")
-    worker_main(ws)
+    raise typer.Exit(worker_main(ws, master_fd))

@@ -3,7 +3,9 @@
 Owns accepting connections (SO_REUSEPORT, so several worker processes share a
 port and the kernel spreads clients across them), the per-client connection
 cap, the registry of live sessions, and the shutdown order: stop accepting,
-let the sessions finish, then cut the ones that outstay the grace period.
+resolve ``closing`` (sessions between transactions then say 421 and hang up,
+the others finish their transaction first), wait for the sessions, then cut
+the ones that outstay the grace period.
 
 Never speaks SMTP beyond the one 421 line it sends to a client over its cap.
 """
@@ -41,6 +43,8 @@ class Listener:
         self.servers: list[asyncio.Server] = []
         self.sessions: set[asyncio.Task[None]] = set()
         self.per_client: Counter[str] = Counter()
+        # Done once shutdown() starts; sessions wait on it beside their socket.
+        self.closing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def start(self) -> None:
         for host, port in self.endpoints:
@@ -90,6 +94,11 @@ class Listener:
         self.per_client[ip] += 1
         try:
             await self.run_session(reader, writer)
+        except asyncio.CancelledError:
+            if not self.closing.done():
+                raise
+            # Cut by shutdown() after the grace period: an expected end, and
+            # this task is the connection's own (nobody awaits it).
         finally:
             self.per_client[ip] -= 1
             if not self.per_client[ip]:
@@ -97,9 +106,12 @@ class Listener:
             self.sessions.discard(task)
 
     async def shutdown(self, grace: float) -> None:
-        """Stop accepting, wait up to ``grace`` seconds for sessions, then cancel them."""
+        """Stop accepting, ask the sessions to end, wait up to ``grace`` seconds
+        for them, then cancel them."""
         for server in self.servers:
             server.close()
+        if not self.closing.done():
+            self.closing.set_result(None)
         if self.sessions:
             _done, pending = await asyncio.wait(set(self.sessions), timeout=grace)
             for task in pending:

@@ -2,7 +2,12 @@
 
 Owns the glue of a session: feeding ``smtp.ServerConnection``, answering its
 questions (MAIL, RCPT, end of DATA) from the routing core and the spool, TLS
-hand-off, the idle timer, and the mail log lines of the session.
+hand-off, the idle timer, shutting down, and the mail log lines of the session.
+
+Shutting down (``closing`` resolved by the listener): a session waiting for a
+command between transactions answers ``421 4.3.2`` and hangs up at once; one in
+the middle of a transaction finishes it first (RFC 5321 3.8), so a message
+already being sent is still taken.
 
 Never parses SMTP itself (``mxgate.smtp`` does), never decides routing
 (``mxgate.core`` does) and never says 250 after DATA before the spool's commit
@@ -56,6 +61,10 @@ SPOOL_FULL = Reply(452, "4.3.1", "Insufficient system storage")
 SPOOL_FAILED = Reply(451, "4.3.0", "Error: queue file write error")
 
 
+def shutting_down(hostname: str) -> Reply:
+    return Reply(421, "4.3.2", f"{hostname} Service shutting down, try again later")
+
+
 @dataclass(frozen=True, slots=True)
 class SessionSettings:
     """What a session needs from the settings (built once in app.py)."""
@@ -93,6 +102,7 @@ class Session:
         snapshot: Callable[[], RoutingData | None],
         spool: Spool,
         log: MailLog,
+        closing: asyncio.Future[None] | None = None,
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -100,6 +110,7 @@ class Session:
         self.snapshot = snapshot
         self.spool = spool
         self.log = log
+        self.closing = closing
         peer = writer.get_extra_info("peername") or ("unknown", 0)
         self.client_ip = str(peer[0])
         self.client = client_label(None, self.client_ip)
@@ -123,6 +134,12 @@ class Session:
             await self._loop()
         except (ConnectionError, OSError, asyncio.IncompleteReadError):
             self.log.line("smtpd", f"lost connection from {self.client}")
+        except asyncio.CancelledError:
+            # Cut at the end of the shutdown grace period: say so if we can.
+            self.conn.close(shutting_down(self.settings.hostname))
+            with contextlib.suppress(ConnectionError, OSError, RuntimeError):
+                self._write(self.conn.data_to_send())
+            raise
         finally:
             self._drop_transaction()
             self.writer.close()
@@ -174,6 +191,23 @@ class Session:
 
     async def _receive(self) -> None:
         timeout = self.conn.want_timer
+        closing = self.closing
+        if closing is not None and self.tx is None:
+            # Between transactions: a shutdown ends the session now.
+            if not closing.done():
+                read = asyncio.ensure_future(self.reader.read(READ_SIZE))
+                await asyncio.wait(
+                    (read, closing), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                if read.done():
+                    self.conn.receive_data(read.result())
+                    return
+                read.cancel()  # what the client sent meanwhile stays in the reader
+            if closing.done():
+                self.conn.close(shutting_down(self.settings.hostname))
+            else:
+                self.conn.timed_out()
+            return
         try:
             data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
         except TimeoutError:

@@ -1,0 +1,336 @@
+"""The SMTP server's own rules over the wire (SPEC section 8): SMTP smuggling,
+STARTTLS and command injection, SIZE, line length, sequencing, QUIT, timeouts."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.gateway import (
+    HOSTNAME,
+    INSIDE,
+    OUTSIDE,
+    Gateway,
+    RawClient,
+    client_tls_context,
+    final_recipients,
+    new_messages,
+    running_gateway,
+    split_received,
+)
+
+SIZE_LIMIT = 100_000
+TIMEOUT = 2
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, e2e_database: str, tls_files: tuple[Path, Path]
+) -> Iterator[Gateway]:
+    cert, key = tls_files
+    with running_gateway(
+        tmp_path_factory.mktemp("protocol"),
+        e2e_database,
+        smtpd_tls_cert_file=str(cert),
+        smtpd_tls_key_file=str(key),
+        message_size_limit=SIZE_LIMIT,
+        smtpd_timeout=TIMEOUT,
+    ) as gw:
+        yield gw
+
+
+def open_transaction(gateway: Gateway, sender: str, source: str = OUTSIDE) -> RawClient:
+    """A client that has had 354 for a message from ``sender`` to james."""
+    client = gateway.raw(source)
+    assert client.reply().code == 220
+    assert client.command("EHLO client.test").code == 250
+    assert str(client.command(f"MAIL FROM:<{sender}>")) == "250 2.1.0 Ok"
+    assert str(client.command("RCPT TO:<james@server1.example.com>")) == "250 2.1.5 Ok"
+    assert client.command("DATA").code == 354
+    return client
+
+
+def senders(gateway: Gateway) -> list[str]:
+    return [message.envelope.sender for message in gateway.messages().values()]
+
+
+# -- SMTP smuggling --------------------------------------------------------------
+
+SMUGGLED = (
+    b"MAIL FROM:<smuggled@example.org>\r\n"
+    b"RCPT TO:<james@server1.example.com>\r\n"
+    b"DATA\r\n"
+    b"Subject: smuggled\r\n"
+    b"\r\n"
+    b"smuggled body\r\n"
+)
+
+# Each fake end of data, as the smuggling papers list them (SEC Consult 2023),
+# then the smuggled transaction, then the real end of data.
+VARIANTS = {
+    "<LF>.<LF>": b"\n.\n",
+    "<LF>.<CR><LF>": b"\n.\r\n",
+    "<CR>.<CR>": b"\r.\r",
+    "<CR><LF>.<LF>": b"\r\n.\n",
+    "bare <LF>": b"\n",
+    "bare <CR>": b"\r",
+}
+# What the server answers at the real end of data: the protocol layer reads
+# the message to <CRLF>.<CRLF> and refuses a body holding a bare LF or CR.
+EXPECTED = {
+    "<LF>.<LF>": "550 5.5.2 Error: bare <LF> received",
+    "<LF>.<CR><LF>": "550 5.5.2 Error: bare <LF> received",
+    "<CR>.<CR>": "550 5.5.2 Error: bare <CR> received",
+    "<CR><LF>.<LF>": "550 5.5.2 Error: bare <LF> received",
+    "bare <LF>": "550 5.5.2 Error: bare <LF> received",
+    "bare <CR>": "550 5.5.2 Error: bare <CR> received",
+}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_smuggling(gateway: Gateway, variant: str) -> None:
+    sender = f"smuggler-{len(variant)}-{time.monotonic_ns()}@example.org"
+    before = gateway.messages()
+    mark = gateway.log_size()
+    with open_transaction(gateway, sender) as client:
+        client.send(
+            b"Subject: carrier\r\n\r\nhello" + VARIANTS[variant] + SMUGGLED + b"\r\n.\r\nQUIT\r\n"
+        )
+        replies = [str(reply) for reply in client.replies_until_close()]
+    # One transaction result, then the QUIT: no 250 2.1.0 for a smuggled MAIL,
+    # no 354 for a smuggled DATA.
+    assert replies == [EXPECTED[variant], "221 2.0.0 Bye"]
+    assert new_messages(before, gateway) == {}
+    assert "smuggled@example.org" not in senders(gateway)
+    log = gateway.log(mark)
+    assert f"reject: END-OF-MESSAGE from unknown[127.0.0.2]: {EXPECTED[variant]}" in log
+    assert "smuggled@example.org" not in log
+
+
+def test_smuggling_control_message_is_accepted(gateway: Gateway) -> None:
+    """The same dialogue with proper CRLFs: the carrier is queued, and so is
+    the second transaction, executed as commands because it follows a real
+    end of data."""
+    before = gateway.messages()
+    with open_transaction(gateway, "carrier@example.org") as client:
+        client.send(b"Subject: carrier\r\n\r\nhello\r\n.\r\n" + SMUGGLED + b".\r\nQUIT\r\n")
+        replies = client.replies_until_close()
+    assert [reply.code for reply in replies] == [250, 250, 250, 354, 250, 221]
+    fresh = new_messages(before, gateway)
+    assert sorted(m.envelope.sender for m in fresh.values()) == [
+        "carrier@example.org",
+        "smuggled@example.org",
+    ]
+
+
+# -- STARTTLS -----------------------------------------------------------------------
+
+
+def test_ehlo_advertises_starttls_and_size(gateway: Gateway) -> None:
+    with gateway.smtp(OUTSIDE) as client:
+        code, text = client.ehlo("client.test")
+    assert code == 250
+    assert text.decode().splitlines() == [
+        HOSTNAME,
+        "PIPELINING",
+        f"SIZE {SIZE_LIMIT}",
+        "STARTTLS",
+        "ENHANCEDSTATUSCODES",
+        "8BITMIME",
+        "DSN",
+        "SMTPUTF8",
+    ]
+
+
+def test_transaction_over_tls(gateway: Gateway) -> None:
+    before = gateway.messages()
+    message = b"Subject: over TLS\r\n\r\nsecret\r\n"
+    with gateway.smtp(OUTSIDE) as client:
+        client.ehlo("client.test")
+        code, text = client.starttls(context=client_tls_context())
+        assert (code, text) == (220, b"2.0.0 Ready to start TLS")
+        code, text = client.ehlo("client.test")
+        assert code == 250
+        assert b"STARTTLS" not in text  # RFC 3207 4.2: not offered twice
+        client.sendmail("tls@example.org", ["james@server1.example.com"], message)
+    [(queue_id, queued)] = new_messages(before, gateway).items()
+    assert queued.envelope.sender == "tls@example.org"
+    received, rest = split_received(gateway.body(queue_id))
+    assert received["proto"] == b"ESMTPS"
+    assert rest == message
+
+
+def test_plaintext_pipelined_after_starttls_is_discarded(gateway: Gateway) -> None:
+    with gateway.raw(OUTSIDE) as client:
+        assert client.reply().code == 220
+        assert client.command("EHLO client.test").code == 250
+        # CVE-2011-0411: commands injected after STARTTLS in the same packet.
+        client.send(b"STARTTLS\r\nRSET\r\nMAIL FROM:<injected@example.org>\r\n")
+        assert str(client.reply()) == "220 2.0.0 Ready to start TLS"
+        client.start_tls(client_tls_context())
+        first = client.command("EHLO after.tls")
+        # The first reply over TLS answers our EHLO, not the injected RSET or MAIL.
+        assert first.code == 250 and first.lines[0] == HOSTNAME, first
+        assert str(client.command("RCPT TO:<james@server1.example.com>")) == (
+            "503 5.5.1 Error: need MAIL command"
+        )
+        assert str(client.command("MAIL FROM:<real@example.org>")) == "250 2.1.0 Ok"
+        assert client.command("QUIT").code == 221
+
+
+def test_starttls_twice_is_refused(gateway: Gateway) -> None:
+    with gateway.smtp(OUTSIDE) as client:
+        client.ehlo("client.test")
+        client.starttls(context=client_tls_context())
+        client.ehlo("client.test")
+        assert client.docmd("STARTTLS") == (554, b"5.5.1 Error: TLS already active")
+
+
+# -- SIZE -----------------------------------------------------------------------------
+
+
+def test_size_parameter_over_the_limit(gateway: Gateway) -> None:
+    with gateway.raw(OUTSIDE) as client:
+        assert client.reply().code == 220
+        assert client.command("EHLO client.test").code == 250
+        reply = client.command("MAIL FROM:<a@b> SIZE=999999999")
+        assert str(reply) == "552 5.3.4 Message size exceeds fixed limit"
+        assert str(client.command(f"MAIL FROM:<a@b> SIZE={SIZE_LIMIT}")) == "250 2.1.0 Ok"
+
+
+def test_body_over_the_limit_is_refused_at_end_of_data(gateway: Gateway) -> None:
+    before = gateway.messages()
+    mark = gateway.log_size()
+    line = b"x" * 78 + b"\r\n"
+    body = b"Subject: big\r\n\r\n" + line * (SIZE_LIMIT // len(line) + 10)
+    with open_transaction(gateway, "big@example.org") as client:
+        client.send(body + b".\r\n")
+        assert str(client.reply()) == "552 5.3.4 Error: message file too big"
+        # The session goes on: a message within the limit is taken.
+        assert client.command("MAIL FROM:<small@example.org>").code == 250
+        assert client.command("RCPT TO:<james@server1.example.com>").code == 250
+        assert client.command("DATA").code == 354
+        client.send(line * 100 + b".\r\n")
+        assert client.reply().code == 250
+        assert client.command("QUIT").code == 221
+    fresh = new_messages(before, gateway)
+    assert [m.envelope.sender for m in fresh.values()] == ["small@example.org"]
+    gateway.wait_for_log(
+        r"reject: END-OF-MESSAGE from unknown\[127\.0\.0\.2\]: 552 5\.3\.4 Error: message file "
+        r"too big; from=<big@example\.org>",
+        since=mark,
+    )
+    # Nothing of the refused message stays behind, not even in tmp/ or data/.
+    assert not list((gateway.spool_dir / "tmp").iterdir())
+    assert sorted(p.name for p in (gateway.spool_dir / "data").iterdir()) == sorted(
+        gateway.messages()
+    )
+
+
+# -- lines, sequence, QUIT ------------------------------------------------------------
+
+
+def test_over_long_command_line(gateway: Gateway) -> None:
+    with gateway.raw(OUTSIDE) as client:
+        assert client.reply().code == 220
+        assert client.command("EHLO client.test").code == 250
+        # RFC 5321 4.5.3.1.4: 512 octets for a command line...
+        assert str(client.command("NOOP " + "x" * 600)) == "500 5.5.2 Error: line too long"
+        # ... and this server allows 2048 for MAIL/RCPT with parameters.
+        long_mail = "MAIL FROM:<a@example.org> ENVID=" + "x" * 2100
+        assert str(client.command(long_mail)) == "500 5.5.2 Error: line too long"
+        # No part of the long lines was read as a command.
+        assert str(client.command("MAIL FROM:<a@example.org>")) == "250 2.1.0 Ok"
+        assert client.command("QUIT").code == 221
+
+
+def test_rcpt_before_mail(gateway: Gateway) -> None:
+    with gateway.raw(OUTSIDE) as client:
+        assert client.reply().code == 220
+        assert client.command("EHLO client.test").code == 250
+        reply = client.command("RCPT TO:<james@server1.example.com>")
+        assert str(reply) == "503 5.5.1 Error: need MAIL command"
+        assert client.command("QUIT").code == 221
+
+
+def test_commands_after_quit_get_nothing(gateway: Gateway) -> None:
+    before = gateway.messages()
+    with gateway.raw(OUTSIDE) as client:
+        assert client.reply().code == 220
+        client.send(
+            b"EHLO client.test\r\nQUIT\r\nNOOP\r\nMAIL FROM:<after@example.org>\r\n"
+            b"RCPT TO:<james@server1.example.com>\r\nDATA\r\nafter quit\r\n.\r\n"
+        )
+        replies = client.replies_until_close()
+    assert [reply.code for reply in replies] == [250, 221]
+    assert new_messages(before, gateway) == {}
+
+
+def test_hard_error_limit(gateway: Gateway) -> None:
+    """smtpd_hard_error_limit (20): the 20th error is followed by 421 and the end."""
+    mark = gateway.log_size()
+    with gateway.raw(OUTSIDE) as client:
+        assert client.reply().code == 220
+        client.send(b"EHLO client.test\r\n" + b"RCPT TO:<james@server1.example.com>\r\n" * 25)
+        replies = [str(reply) for reply in client.replies_until_close()]
+    need_mail = "503 5.5.1 Error: need MAIL command"
+    assert replies[1:] == [need_mail] * 20 + [f"421 4.7.0 {HOSTNAME} Error: too many errors"]
+    gateway.wait_for_log(r"too many errors after RCPT from unknown\[127\.0\.0\.2\]", mark)
+
+
+def test_connection_limit_per_client(gateway: Gateway) -> None:
+    """smtpd_client_connection_count_limit (50 by default) per client address."""
+    clients = [gateway.raw(OUTSIDE) for _ in range(50)]
+    try:
+        for client in clients:
+            assert client.reply().code == 220
+        with gateway.raw(OUTSIDE) as extra:
+            assert [str(r) for r in extra.replies_until_close()] == [
+                f"421 4.7.0 {HOSTNAME} Error: too many connections from {OUTSIDE}"
+            ]
+        with gateway.raw(INSIDE) as other:  # another client is not affected
+            assert other.reply().code == 220
+    finally:
+        for client in clients:
+            client.close()
+
+
+# -- timeouts ---------------------------------------------------------------------------
+
+
+def test_idle_clients_are_disconnected(gateway: Gateway) -> None:
+    """Silent for smtpd_timeout after the greeting, after EHLO, in the middle of
+    DATA: 421 4.4.2 and the connection is closed. (The three clients wait at
+    the same time.)"""
+    before = gateway.messages()
+    mark = gateway.log_size()
+    after_greeting = gateway.raw(INSIDE)
+    assert after_greeting.reply().code == 220
+    after_ehlo = gateway.raw(INSIDE)
+    assert after_ehlo.reply().code == 220
+    assert after_ehlo.command("EHLO client.test").code == 250
+    in_data = open_transaction(gateway, "slow@example.org")
+    in_data.send(b"Subject: slow\r\n\r\nhalf a mess")
+    started = time.monotonic()
+    timeout = f"421 4.4.2 {HOSTNAME} Error: timeout exceeded"
+    for client in (after_greeting, after_ehlo, in_data):
+        with client:
+            assert [str(reply) for reply in client.replies_until_close()] == [timeout]
+    waited = time.monotonic() - started
+    assert TIMEOUT - 0.5 <= waited <= TIMEOUT + 3
+    for after, ip in (("CONNECT", INSIDE), ("EHLO", INSIDE), ("DATA", OUTSIDE)):
+        gateway.wait_for_log(rf"timeout after {after} from unknown\[{re.escape(ip)}\]", since=mark)
+    assert new_messages(before, gateway) == {}
+
+
+def test_the_gateway_still_takes_mail(gateway: Gateway) -> None:
+    """After all of the above, a plain message from the internet."""
+    before = gateway.messages()
+    with gateway.smtp(OUTSIDE) as client:
+        client.sendmail("last@example.org", ["nobody@server1.example.com"], b"Subject: x\r\n\r\n")
+    [queued] = new_messages(before, gateway).values()
+    assert final_recipients(queued) == ["james@example.com"]
