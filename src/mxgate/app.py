@@ -16,9 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mxgate.config import MxgateConfig, split_endpoint
+from mxgate.core.retry import RetryPolicy
 from mxgate.core.routing import IPAddress, RoutingPolicy
 from mxgate.core.snapshot import RoutingData
+from mxgate.delivery import CourierConfig, PoolConfig
+from mxgate.delivery.bounce import BounceSettings
+from mxgate.delivery.scheduler import SchedulerSettings
 from mxgate.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from mxgate.master import MasterSettings
 from mxgate.server.session import SessionSettings
 from mxgate.server.tls import server_context
 from mxgate.worker import WorkerSettings
@@ -168,4 +173,42 @@ def worker_settings(config: MxgateConfig, dsn: str) -> WorkerSettings:
         cache_path=cache_path(config),
         reload_interval=float(config.snapshot_reload_interval),
         spool_dir=Path(config.spool_dir),
+    )
+
+
+def master_settings(config: MxgateConfig, dsn: str) -> MasterSettings:
+    """What the master's queue manager needs."""
+    hostname = config.hostname
+    nameservers: list[str] = []
+    dns_port = 53
+    for endpoint in config.dns_nameservers:
+        host, dns_port = split_endpoint(endpoint)
+        nameservers.append(host)
+    return MasterSettings(
+        hostname=hostname,
+        dsn=dsn,
+        cache_path=Path(config.state_dir) / "qmgr-snapshot.cache",
+        reload_interval=float(config.snapshot_reload_interval),
+        spool_dir=Path(config.spool_dir),
+        pid_file=Path(config.state_dir) / "mxgate.pid",
+        policy=routing_policy(config),
+        courier=CourierConfig(
+            helo_name=hostname,
+            smtp_tls_security_level=config.smtp_tls_security_level,  # type: ignore[arg-type]
+            recipient_limit=config.default_destination_recipient_limit,
+            pool=PoolConfig(destination_concurrency=config.default_destination_concurrency_limit),
+        ),
+        nameservers=tuple(nameservers),
+        dns_port=dns_port,
+        scheduler=SchedulerSettings(
+            bounce=BounceSettings(hostname=hostname, postmaster=config.postmaster),
+            retry=RetryPolicy(
+                minimal_backoff_time=float(config.minimal_backoff_time),
+                maximal_backoff_time=float(config.maximal_backoff_time),
+                maximal_queue_lifetime=float(config.maximal_queue_lifetime),
+                bounce_queue_lifetime=float(config.bounce_queue_lifetime),
+                delay_warning_time=float(config.delay_warning_time),
+            ),
+            queue_run_delay=float(config.queue_run_delay),
+        ),
     )

@@ -41,7 +41,7 @@ def test_explain_json_has_the_documented_shape(env: dict[str, str]) -> None:
             "recipient": "james+news@server1.example.com",
             "original_recipient": "james+news@server1.example.com",
             "transport": "smtp",
-            "nexthop": "[10.0.0.2]:25",
+            "nexthop": "[127.0.0.1]:2526",
             "mx_lookup": False,
         }
     ]
@@ -66,6 +66,18 @@ def test_explain_text_names_the_matching_row(env: dict[str, str]) -> None:
     assert code == 0
     assert out.splitlines()[1].startswith("250 2.1.5")
     assert "@server1.example.com" in out and "james@example.com" in out
+
+
+def test_explain_shows_the_expansion_tree_and_the_trace(env: dict[str, str]) -> None:
+    """The SMTP session decides without them; explain asks for both."""
+    code, out = run(env, "explain", "nobody@server1.example.com")
+    assert code == 0
+    assert "expansion:" in out and "trace:" in out
+    assert "forward @server1.example.com (catch-all) -> james@example.com" in out
+    _code, out = run(env, "explain", "--json", "nobody@server1.example.com")
+    trace = json.loads(out)["trace"]
+    assert trace[-1] == "reply: 250 2.1.5 Ok"
+    assert any("catch-all" in line for line in trace)
 
 
 def test_explain_uses_the_disk_cache_when_the_database_is_gone(
@@ -98,7 +110,7 @@ def test_explain_without_any_snapshot_is_451(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("map_name", "key", "answer"),
     [
-        ("transport", "server1.example.com", "smtp:[10.0.0.2]"),
+        ("transport", "server1.example.com", "smtp:[127.0.0.1]:2526"),
         ("relay_domains", "server1.example.com", "server1.example.com"),
         # The tutorial's query has no WHERE clause: every domain matched.
         ("relay_domains", "gmail.com", None),

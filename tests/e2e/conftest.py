@@ -13,7 +13,7 @@ import asyncpg
 import pytest
 
 from mxgate.directory.admin import prepare_example_database
-from tests.e2e.gateway import HOSTNAME, Gateway, SettingValue
+from tests.e2e.gateway import HOSTNAME, Gateway, SettingValue, blackhole_port
 from tests.pg import PgServer
 
 # Besides the tutorial's example data: a route for other.example.com (whose
@@ -33,8 +33,9 @@ INSERT INTO forward (source, destination, comment) VALUES
     ('loop2@closed.example.net', 'loop1@closed.example.net', 'e2e'),
     ('dead@closed.example.net', 'ghost@closed.example.net', 'e2e');
 INSERT INTO transport (domain, transport, node, comment) VALUES
-    ('closed.example.net', 'smtp:[10.0.0.3]', '', 'e2e'),
-    ('other.example.com', 'smtp:[10.0.0.4]', '', 'e2e');
+    ('closed.example.net', 'smtp:[127.0.0.1]:BLACKHOLE', '', 'e2e'),
+    ('other.example.com', 'smtp:[127.0.0.1]:BLACKHOLE', '', 'e2e');
+UPDATE transport SET transport = 'smtp:[127.0.0.1]:BLACKHOLE';
 """
 
 
@@ -42,7 +43,8 @@ async def _prepare(dsn: str) -> None:
     await prepare_example_database(dsn)
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(EXTRA_ROWS)
+        # Every next hop refuses at once (see blackhole_port): nothing leaves loopback.
+        await conn.execute(EXTRA_ROWS.replace("BLACKHOLE", str(blackhole_port())))
     finally:
         await conn.close()
 

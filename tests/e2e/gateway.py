@@ -50,6 +50,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_BLACKHOLE: socket.socket | None = None
+
+
+def blackhole_port() -> int:
+    """A port of 127.0.0.1 that refuses every connection, for as long as the tests run.
+
+    The socket is bound but never listens, so nothing else can take the port.
+    Every next hop of the e2e gateways points here (transport rows, relayhost,
+    the DNS servers): their queue managers try, are refused at once, and defer.
+    No test ever sends a packet beyond loopback.
+    """
+    global _BLACKHOLE
+    if _BLACKHOLE is None:
+        _BLACKHOLE = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        _BLACKHOLE.bind((INSIDE, 0))
+    return int(_BLACKHOLE.getsockname()[1])
+
+
 def toml_line(name: str, value: SettingValue) -> str:
     if isinstance(value, list):
         return f"{name} = [{', '.join(toml_string(item) for item in value)}]"
@@ -97,6 +115,8 @@ class Gateway:
             "myhostname": HOSTNAME,
             "postmaster": POSTMASTER,
             "workers": workers,
+            "relayhost": f"[{INSIDE}]:{blackhole_port()}",
+            "dns_nameservers": [f"{INSIDE}:{blackhole_port()}"],
         }
         self.settings.update(settings)
         self.process: subprocess.Popen[bytes] | None = None

@@ -11,9 +11,10 @@ from typing import Annotated
 
 import typer
 
-from mxgate.app import database, worker_settings
+from mxgate.app import database, master_settings, worker_settings
 from mxgate.cli.common import ConfigOption, fail, settings
 from mxgate.config import ConfigError, load_config
+from mxgate.master import run_master
 from mxgate.spool import Spool, SpoolError
 from mxgate.supervisor import Supervisor, default_worker_count, worker_command
 from mxgate.worker import worker_main
@@ -57,12 +58,9 @@ def serve(config: ConfigOption = None) -> None:
             return None
 
         count = cfg.workers or default_worker_count()
-        _say(
-            f"SMTP on {', '.join(cfg.listen)} with {count} worker(s); mail is spooled in "
-            f"{cfg.spool_dir} (relaying to next hops is not built yet: issue #5)"
-        )
+        _say(f"SMTP on {', '.join(cfg.listen)} with {count} worker(s); queue in {cfg.spool_dir}")
         supervisor = Supervisor(worker_command(None), count, env, _say, check_reload=check_reload)
-        code = asyncio.run(supervisor.run())
+        code = asyncio.run(run_master(master_settings(cfg, dsn), supervisor))
     raise typer.Exit(code)
 
 

@@ -24,7 +24,9 @@ EXAMPLE_ROWS: dict[str, list[tuple[object, ...]]] = {
         ("other.example.com", "maila", "example domain"),
     ],
     "transport": [
-        ("server1.example.com", "smtp:[10.0.0.2]", "", "gateways relay to maila"),
+        # The tutorial writes smtp:[<ip of maila>]; the example's "maila" is a
+        # server on this machine (README: run smtp-sink there to watch mail arrive).
+        ("server1.example.com", "smtp:[127.0.0.1]:2526", "", "gateways relay to maila"),
     ],
     "mailbox": [
         ("james@server1.example.com", "{CRYPT}!", "maila", "example mailbox"),

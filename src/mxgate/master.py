@@ -1,0 +1,80 @@
+"""The master process of ``mxgate serve``: the queue manager beside the supervisor.
+
+Owns what runs once per gateway rather than once per worker: the queue manager
+(with its own routing snapshot, courier and connection pool), the pid file
+that ``mxgate queue`` uses to wake it (SIGUSR1), and the shutdown order: stop
+the SMTP workers first (no new mail), then let deliveries in flight finish for
+a while, then cut the rest (they stay in the spool and are retried at start).
+
+Gets plain settings from app.py; never reads the configuration itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from mxgate.core.routing import RoutingPolicy
+from mxgate.delivery import Courier, CourierConfig, DnsResolver
+from mxgate.delivery.scheduler import QueueManager, SchedulerSettings
+from mxgate.directory import SnapshotHolder
+from mxgate.maillog import MailLog
+from mxgate.spool import Spool
+from mxgate.supervisor import Supervisor
+
+
+@dataclass(frozen=True, slots=True)
+class MasterSettings:
+    hostname: str
+    dsn: str
+    cache_path: Path
+    reload_interval: float
+    spool_dir: Path
+    pid_file: Path
+    policy: RoutingPolicy
+    courier: CourierConfig
+    nameservers: tuple[str, ...]
+    dns_port: int
+    scheduler: SchedulerSettings
+    delivery_grace: float = 10.0
+
+
+async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
+    log = MailLog(settings.hostname)
+    holder = SnapshotHolder(
+        settings.dsn, cache_path=settings.cache_path, reload_interval=settings.reload_interval
+    )
+    await holder.start()
+    resolver = DnsResolver(list(settings.nameservers) or None, port=settings.dns_port)
+    courier = Courier(settings.courier, resolver)
+    spool = Spool(settings.spool_dir)
+    manager = QueueManager(
+        spool, lambda: holder.current, settings.policy, courier, log, settings.scheduler
+    )
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, manager.wake)
+    settings.pid_file.parent.mkdir(parents=True, exist_ok=True)
+    settings.pid_file.write_text(f"{os.getpid()}\n")
+    stop = asyncio.Event()
+    deliveries = asyncio.create_task(manager.run(stop))
+    try:
+        code = await supervisor.run()
+    finally:
+        stop.set()
+        _done, pending = await asyncio.wait({deliveries}, timeout=settings.delivery_grace)
+        for task in pending:
+            task.cancel()
+        for task in list(manager.in_flight.values()):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.gather(deliveries, *manager.in_flight.values(), return_exceptions=True)
+        await courier.close()
+        await holder.stop()
+        spool.close()
+        with contextlib.suppress(OSError):
+            settings.pid_file.unlink()
+    return code

@@ -1,0 +1,207 @@
+"""Mail accepted by the real ``mxgate serve`` reaches its next hop, is retried, bounces.
+
+The next hops are scripted SMTP servers on 127.0.0.1, run in a thread of the
+test: the mailbox server (the transport row of server1.example.com) and the
+"internet" (relayhost, for forwards to outside addresses and for bounces).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from mxgate.directory.admin import prepare_example_database
+from tests.delivery.peers import PeerScript, ScriptedPeer
+from tests.e2e.gateway import INSIDE, OUTSIDE, Gateway, child_environment
+from tests.pg import PgServer
+
+
+class ThreadedPeer:
+    """A ScriptedPeer serving from its own event loop in a thread."""
+
+    def __init__(self, script: PeerScript) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.peer = ScriptedPeer(script)
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        asyncio.run_coroutine_threadsafe(self.peer.start(), self.loop).result(10)
+
+    @property
+    def port(self) -> int:
+        return self.peer.port
+
+    def set(self, **changes: object) -> None:
+        def apply() -> None:
+            for name, value in changes.items():
+                setattr(self.peer.script, name, value)
+
+        self.loop.call_soon_threadsafe(apply)
+
+    def messages(self) -> list[tuple[str, list[str], bytes]]:
+        async def take() -> list[tuple[str, list[str], bytes]]:
+            return [(m.mail_from, list(m.rcpts), m.data) for m in self.peer.messages]
+
+        return asyncio.run_coroutine_threadsafe(take(), self.loop).result(10)
+
+    def wait_messages(
+        self, count: int, timeout: float = 20.0
+    ) -> list[tuple[str, list[str], bytes]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.messages()
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.peer.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture
+def peers() -> Iterator[tuple[ThreadedPeer, ThreadedPeer]]:
+    mailbox = ThreadedPeer(PeerScript(greeting="220 maila.test ESMTP"))
+    internet = ThreadedPeer(PeerScript(greeting="220 internet.test ESMTP"))
+    try:
+        yield mailbox, internet
+    finally:
+        mailbox.close()
+        internet.close()
+
+
+@pytest.fixture
+def delivering_gateway(
+    pg_server: PgServer, tmp_path: Path, peers: tuple[ThreadedPeer, ThreadedPeer]
+) -> Iterator[Gateway]:
+    mailbox, internet = peers
+    dsn = pg_server.create_database()
+
+    async def prepare() -> None:
+        await prepare_example_database(dsn)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(
+                "UPDATE transport SET transport = $1", f"smtp:[{INSIDE}]:{mailbox.port}"
+            )
+        finally:
+            await conn.close()
+
+    asyncio.run(prepare())
+    gateway = Gateway(
+        tmp_path / "gw",
+        dsn,
+        relayhost=f"[{INSIDE}]:{internet.port}",
+        minimal_backoff_time="1s",
+        maximal_backoff_time="2s",
+        queue_run_delay="1s",
+    )
+    try:
+        gateway.start()
+        yield gateway
+        if gateway.process is not None and gateway.process.poll() is None:
+            gateway.stop()
+    finally:
+        gateway.close()
+        pg_server.drop_database(dsn)
+
+
+def send(gateway: Gateway, sender: str, recipients: list[str], body: bytes) -> str:
+    with gateway.smtp(OUTSIDE) as client:
+        client.ehlo("client.example.org")
+        client.mail(sender)
+        for recipient in recipients:
+            code, text = client.rcpt(recipient)
+            assert code == 250, (recipient, code, text)
+        code, text = client.data(body)
+    assert code == 250, text
+    return text.decode().rsplit(" ", 1)[-1]
+
+
+def queue_cli(gateway: Gateway, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mxgate", "queue", *args, "--config", str(gateway.config_path)],
+        capture_output=True,
+        text=True,
+        env=child_environment(),
+        timeout=60,
+        check=False,
+    )
+
+
+BODY = b"Subject: relay me\r\nMessage-ID: <e2e-1@example.org>\r\n\r\nHello.\r\n"
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def test_accepted_mail_reaches_the_mailbox_server_and_the_forward_target(
+    delivering_gateway: Gateway, peers: tuple[ThreadedPeer, ThreadedPeer]
+) -> None:
+    mailbox, internet = peers
+    qid = send(
+        delivering_gateway,
+        "someone@example.org",
+        ["james@server1.example.com", "info@server1.example.com"],
+        BODY,
+    )
+    [(mail_from, rcpts, data)] = mailbox.wait_messages(1)
+    assert "<someone@example.org>" in mail_from and rcpts == ["james@server1.example.com"]
+    assert data.endswith(BODY) and data.startswith(b"Received: from client.example.org")
+    # info@ has no row of its own: the catch-all forward sends it to james@example.com,
+    # outside our domains, so it leaves through the relayhost.
+    [(_from, outside_rcpts, _data)] = internet.wait_messages(1)
+    assert outside_rcpts == ["james@example.com"]
+    delivering_gateway.wait_for_log(rf"{qid}: removed")
+    log = delivering_gateway.log()
+    assert f"{qid}: to=<james@server1.example.com>, relay={INSIDE}[{INSIDE}]:{mailbox.port}" in log
+    assert "to=<james@example.com>, orig_to=<info@server1.example.com>" in log
+    assert "status=sent" in log
+    assert queue_cli(delivering_gateway, "list").stdout == "Mail queue is empty\n"
+
+
+def test_deferred_mail_is_listed_then_flushed_and_delivered(
+    delivering_gateway: Gateway, peers: tuple[ThreadedPeer, ThreadedPeer]
+) -> None:
+    mailbox, _internet = peers
+    mailbox.set(rcpt=lambda arg: "451 4.3.0 mailbox server busy")
+    qid = send(delivering_gateway, "someone@example.org", ["james@server1.example.com"], BODY)
+    delivering_gateway.wait_for_log(rf"{qid}: to=<james@server1.example.com>.*status=deferred")
+    listing = queue_cli(delivering_gateway, "list", "--json")
+    assert listing.returncode == 0, listing.stderr
+    [entry] = json.loads(listing.stdout)
+    assert entry["id"] == qid and entry["queue"] in ("deferred", "active")
+    assert "mailbox server busy" in entry["recipients"][0]["last_reply"]
+    mailbox.set(rcpt=lambda arg: "250 2.1.5 Ok")
+    wait_until(lambda: queue_cli(delivering_gateway, "flush").returncode == 0)
+    delivering_gateway.wait_for_log(rf"{qid}: removed", timeout=20)
+    assert len(mailbox.messages()) == 1
+
+
+def test_refused_recipient_bounces_to_the_sender(
+    delivering_gateway: Gateway, peers: tuple[ThreadedPeer, ThreadedPeer]
+) -> None:
+    mailbox, internet = peers
+    mailbox.set(rcpt=lambda arg: "550 5.1.1 no such mailbox here")
+    qid = send(delivering_gateway, "someone@example.org", ["james@server1.example.com"], BODY)
+    delivering_gateway.wait_for_log(rf"{qid}: to=<james@server1.example.com>.*status=bounced")
+    delivering_gateway.wait_for_log(rf"{qid}: sender non-delivery notification: ")
+    [(mail_from, rcpts, data)] = internet.wait_messages(1)
+    assert "<>" in mail_from and rcpts == ["someone@example.org"]
+    assert b"multipart/report" in data and b"Status: 5.1.1" in data
+    assert b"no such mailbox here" in data
+    assert b"Subject: relay me" in data  # the original (or its headers) comes back
