@@ -133,7 +133,15 @@ def test_example_data_goes_into_an_empty_database_only(database_url: str) -> Non
 
     data = asyncio.run(run())
     data.version = 0
-    assert data == TUTORIAL
+    # The tutorial's data, but its mailbox server is on this machine (example.py).
+    example_transports = {"server1.example.com": {"": "smtp:[127.0.0.1]:2526"}}
+    assert data == RoutingData(
+        domains=TUTORIAL.domains,
+        mailboxes=TUTORIAL.mailboxes,
+        relays=TUTORIAL.relays,
+        forwards=TUTORIAL.forwards,
+        transports=example_transports,
+    )
 
 
 def test_is_empty_on_a_database_without_tables(database_url: str) -> None:
