@@ -298,14 +298,17 @@ class QueueManager:
 
     def _finish(self, envelope: Envelope) -> None:
         queue_id = envelope.queue_id
-        # Record first, then remove: a removal lost in a crash then finds every
-        # recipient final and delivers nothing twice.
-        self.spool.update(envelope, Queue.ACTIVE)
         if envelope.is_done:
+            # Every recipient is final: remove at once, without first rewriting
+            # the record (an fsync per message). If a crash loses the unlink,
+            # the message comes back with its old states and is delivered again:
+            # at-least-once, as Postfix, which does not fsync its deletes either.
             self.spool.remove(queue_id, Queue.ACTIVE)
             self.maillog.removed(queue_id)
-        else:
-            self.spool.move(queue_id, Queue.ACTIVE, Queue.DEFERRED)
+            return
+        # Deferred: the new states and retry times must survive a crash.
+        self.spool.update(envelope, Queue.ACTIVE)
+        self.spool.move(queue_id, Queue.ACTIVE, Queue.DEFERRED)
 
 
 def _due(recipient: Recipient, now: float) -> bool:

@@ -10,9 +10,10 @@ encoded envelope record):
 
 1. on a small thread pool, in parallel: create the body file if the writer has
    not yet (bodies under one write buffer never touch the disk before this),
-   write the last body bytes and the envelope record (to ``tmp/``), fsync both
-   files; concurrent fsyncs on ext4/xfs share journal commits. Then fsync
-   ``data/`` ONCE, which holds the bodies' directory entries;
+   write the last body bytes and the envelope record (to ``tmp/``); then, again
+   all at once, fsync both files of every message and ``data/`` (ONCE: it holds
+   the bodies' directory entries, all created by now); concurrent fsyncs on
+   ext4/xfs share journal commits, so this step costs about one commit;
 2. rename each record into ``incoming/`` (the commit point of that message);
 3. fsync ``incoming/`` ONCE for the whole batch;
 4. resolve the futures of the whole batch.
@@ -65,13 +66,18 @@ class PendingCommit:
 
 
 def stage(fs: FileSystem, layout: Layout, item: PendingCommit) -> None:
-    """Write what is left of the body and the record, and fsync both files."""
+    """Write what is left of the body and the record (no fsync yet)."""
     if item.body_fd is None:
         item.body_fd = fs.create(layout.body(item.queue_id))
         item.owns_body = True
     write_all(fs, item.body_fd, item.tail)
     item.record_fd = fs.create(item.record_tmp)
     write_all(fs, item.record_fd, item.record)
+
+
+def sync_files(fs: FileSystem, item: PendingCommit) -> None:
+    """fsync the body and the record of one message."""
+    assert item.body_fd is not None and item.record_fd is not None
     fs.fsync(item.body_fd)
     fs.fsync(item.record_fd)
 
@@ -88,21 +94,29 @@ def commit_batch(
     errors: list[SpoolError | None] = [None] * len(items)
     renamed = [False] * len(items)
 
-    # Step 1: file contents (creating files and writing happen here too, so the
+    # Step 1a: file contents (creating files and writing happen here too, so the
     # event loop never waits for an inode allocation during a journal commit).
     outcomes = _run_all([partial(stage, fs, layout, item) for item in items], pool)
     for index, outcome in enumerate(outcomes):
         if outcome is not None:
             errors[index] = from_os_error(outcome, f"{items[index].queue_id}: store")
+    # Step 1b: every file's fsync and the fsync of data/ (the bodies' directory
+    # entries, needed before any record points at them) run at once: every body
+    # entry exists by now, so one directory fsync covers the batch, and the
+    # journal commits of all these fsyncs are shared instead of taken in turn.
+    staged = [index for index, err in enumerate(errors) if err is None]
+    if staged:
+        jobs = [partial(sync_files, fs, items[index]) for index in staged]
+        jobs.append(partial(fs.fsync_dir, layout.data))
+        outcomes = _run_all(jobs, pool)
+        for index, outcome in zip(staged, outcomes, strict=False):
+            if outcome is not None:
+                errors[index] = from_os_error(outcome, f"{items[index].queue_id}: store")
+        if outcomes[-1] is not None:
+            failure = from_os_error(outcomes[-1], "fsync of data/")
+            errors = [e or failure for e in errors]
     for item in items:
         _close(fs, item)
-    if any(err is None for err in errors):
-        # The bodies' directory entries, before any record points at them.
-        try:
-            fs.fsync_dir(layout.data)
-        except OSError as err:
-            failure = from_os_error(err, "fsync of data/")
-            errors = [e or failure for e in errors]
 
     # Step 2: the commit point of each message.
     for index, item in enumerate(items):
