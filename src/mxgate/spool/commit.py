@@ -106,7 +106,7 @@ def commit_batch(
     # journal commits of all these fsyncs are shared instead of taken in turn.
     staged = [index for index, err in enumerate(errors) if err is None]
     if staged:
-        jobs = [partial(sync_files, fs, items[index]) for index in staged]
+        jobs: list[Callable[[], None]] = [partial(sync_files, fs, items[index]) for index in staged]
         jobs.append(partial(fs.fsync_dir, layout.data))
         outcomes = _run_all(jobs, pool)
         for index, outcome in zip(staged, outcomes, strict=False):
