@@ -203,6 +203,69 @@ def test_permanent_failure_bounces_to_the_sender_once(tmp_path: Path) -> None:
     asyncio.run(run())
 
 
+def test_notify_success_to_a_next_hop_without_dsn_gets_a_relayed_notice(tmp_path: Path) -> None:
+    async def run() -> None:
+        script = PeerScript(extensions=("PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES"))
+        async with ScriptedPeer(script) as peer:
+            log = io.StringIO()
+            success = frozenset({Notify.SUCCESS})
+            with Spool(tmp_path / "spool") as spool:
+                qid = enqueue(
+                    spool,
+                    "s@example.com",
+                    [
+                        Recipient("a@example.com", "a@example.com", notify=success),
+                        Recipient("b@example.com", "b@example.com"),  # no NOTIFY: no notice
+                    ],
+                )
+                qm = manager(spool, lambda: snapshot(peer.port), Clock(1e9 + 5), log)
+                await settle(qm, spool)
+                await settle(qm, spool)  # the notice itself is delivered too
+                assert not list(spool.list_all())
+            original, notice = peer.messages
+            assert sorted(original.rcpts) == ["a@example.com", "b@example.com"]
+            assert not any("NOTIFY=" in line for s in peer.sessions for line in s.commands)
+            assert notice.mail_from.startswith("FROM:<>") and notice.rcpts == ["s@example.com"]
+            report = email.message_from_bytes(notice.data, policy=email.policy.default)
+            [status] = [
+                p for p in report.walk() if p.get_content_type() == "message/delivery-status"
+            ]
+            text = bytes(status).decode()
+            assert "Final-Recipient: rfc822; a@example.com" in text and "b@example.com" not in text
+            assert "Action: relayed" in text
+            assert f"{qid}: sender delivery status notification: " in log.getvalue()
+
+    asyncio.run(run())
+
+
+def test_notify_success_to_a_next_hop_with_dsn_is_passed_on_without_a_notice(
+    tmp_path: Path,
+) -> None:
+    async def run() -> None:
+        async with ScriptedPeer() as peer:  # offers DSN
+            log = io.StringIO()
+            with Spool(tmp_path / "spool") as spool:
+                enqueue(
+                    spool,
+                    "s@example.com",
+                    [
+                        Recipient(
+                            "a@example.com", "a@example.com", notify=frozenset({Notify.SUCCESS})
+                        )
+                    ],
+                )
+                qm = manager(spool, lambda: snapshot(peer.port), Clock(1e9 + 5), log)
+                await settle(qm, spool)
+                await settle(qm, spool)
+                assert not list(spool.list_all())
+            assert len(peer.messages) == 1  # the message, and no notice
+            [rcpt] = [line for s in peer.sessions for line in s.commands if line.startswith("RCPT")]
+            assert "NOTIFY=SUCCESS" in rcpt
+            assert "notification" not in log.getvalue()
+
+    asyncio.run(run())
+
+
 def test_null_sender_failure_goes_to_postmaster_and_never_to_the_null_sender(
     tmp_path: Path,
 ) -> None:

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -335,6 +335,29 @@ def running_gateway(
         gateway.stop()
     finally:
         gateway.close()
+
+
+# -- the queue tools and waiting ----------------------------------------------
+
+
+def queue_cli(gateway: Gateway, *args: str) -> subprocess.CompletedProcess[str]:
+    """``mxgate queue ARGS --config`` of ``gateway``, as an operator runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "mxgate", "queue", *args, "--config", str(gateway.config_path)],
+        capture_output=True,
+        text=True,
+        env=child_environment(),
+        timeout=60,
+        check=False,
+    )
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll ``condition`` until it holds; AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
 
 
 # -- replies ----------------------------------------------------------------

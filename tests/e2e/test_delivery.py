@@ -9,64 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from mxgate.directory.admin import prepare_example_database
-from tests.delivery.peers import PeerScript, ScriptedPeer
-from tests.e2e.gateway import INSIDE, OUTSIDE, Gateway, child_environment
+from tests.delivery.peers import PeerScript
+from tests.e2e.gateway import INSIDE, OUTSIDE, Gateway, queue_cli, wait_until
+from tests.e2e.peers import ThreadedPeer
 from tests.pg import PgServer
-
-
-class ThreadedPeer:
-    """A ScriptedPeer serving from its own event loop in a thread."""
-
-    def __init__(self, script: PeerScript) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.peer = ScriptedPeer(script)
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(self.peer.start(), self.loop).result(10)
-
-    @property
-    def port(self) -> int:
-        return self.peer.port
-
-    def set(self, **changes: object) -> None:
-        def apply() -> None:
-            for name, value in changes.items():
-                setattr(self.peer.script, name, value)
-
-        self.loop.call_soon_threadsafe(apply)
-
-    def messages(self) -> list[tuple[str, list[str], bytes]]:
-        async def take() -> list[tuple[str, list[str], bytes]]:
-            return [(m.mail_from, list(m.rcpts), m.data) for m in self.peer.messages]
-
-        return asyncio.run_coroutine_threadsafe(take(), self.loop).result(10)
-
-    def wait_messages(
-        self, count: int, timeout: float = 20.0
-    ) -> list[tuple[str, list[str], bytes]]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = self.messages()
-            if len(found) >= count or time.monotonic() > deadline:
-                return found
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.peer.stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 @pytest.fixture
@@ -128,25 +81,7 @@ def send(gateway: Gateway, sender: str, recipients: list[str], body: bytes) -> s
     return text.decode().rsplit(" ", 1)[-1]
 
 
-def queue_cli(gateway: Gateway, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mxgate", "queue", *args, "--config", str(gateway.config_path)],
-        capture_output=True,
-        text=True,
-        env=child_environment(),
-        timeout=60,
-        check=False,
-    )
-
-
 BODY = b"Subject: relay me\r\nMessage-ID: <e2e-1@example.org>\r\n\r\nHello.\r\n"
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def test_accepted_mail_reaches_the_mailbox_server_and_the_forward_target(

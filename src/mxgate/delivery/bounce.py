@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mxgate.core.dsn import BOUNCE_SIZE_LIMIT, compose_bounce
+from mxgate.core.dsn import BOUNCE_SIZE_LIMIT, Kind, compose_bounce
 from mxgate.core.envelope import Envelope, Recipient
 from mxgate.spool import Spool
 
@@ -45,8 +45,11 @@ async def enqueue_bounce(
     target: str,
     settings: BounceSettings,
     now: float,
+    *,
+    kind: Kind = "failure",
 ) -> str:
-    """Compose the DSN for ``failed`` to ``target`` and commit it; its queue id."""
+    """Compose the DSN of ``kind`` for ``failed`` (the recipients it reports)
+    to ``target`` and commit it; its queue id."""
     postmaster_copy = target != envelope.sender
     writer = spool.begin()
     bounce = compose_bounce(
@@ -58,6 +61,7 @@ async def enqueue_bounce(
         original=_original(spool, envelope.queue_id),
         postmaster_copy=postmaster_copy,
         postmaster=settings.postmaster or None,
+        kind=kind,
     )
     try:
         writer.write(bounce.data)

@@ -5,8 +5,10 @@ Owns the life of a queued message after the 250: pick it up from ``incoming/``
 every unfinished recipient anew from the current snapshot (a transport added
 since is used at once), hand each next hop its recipients through the courier,
 record every recipient's outcome (delivered, deferred until ``core.retry``
-says, or bounced), queue one DSN per pass for the recipients that failed, and
-finally remove the message or put it back in ``deferred/``. A crash at any
+says, or bounced), queue one DSN per pass for the recipients that failed (and
+a "relayed" one for those that asked for NOTIFY=SUCCESS and went to a next
+hop that does not take DSN parameters, RFC 3461 5.2.2), and finally remove
+the message or put it back in ``deferred/``. A crash at any
 point leaves the message in the spool: delivery is at least once.
 
 Limits: a bounded active window (messages in flight); the courier applies the
@@ -36,7 +38,7 @@ from mxgate.core.snapshot import RoutingData
 from mxgate.core.transport import Route
 from mxgate.delivery.bounce import BounceSettings, enqueue_bounce, is_our_bounce
 from mxgate.delivery.courier import Courier, OpenBody
-from mxgate.delivery.result import DeliveryResult
+from mxgate.delivery.result import DeliveryResult, Status
 from mxgate.maillog import MailLog
 from mxgate.spool import MessageNotFoundError, Queue, QueuedMessage, Spool, SpoolError
 
@@ -176,6 +178,7 @@ class QueueManager:
             self.courier.deliver(route, envelope, rcpts, self._opener(envelope.queue_id))
             for route, rcpts in groups.items()
         ]
+        relayed: set[str] = set()  # handed to a next hop that cannot report on
         for (_route, rcpts), results in zip(
             groups.items(), await asyncio.gather(*attempts), strict=True
         ):
@@ -184,6 +187,9 @@ class QueueManager:
                 updated[recipient.address] = self._record(
                     envelope, recipient, result, claimed, self.clock()
                 )
+                reached = result.relay is not None  # not discard:, which has no next hop
+                if result.status is Status.DELIVERED and reached and not result.dsn:
+                    relayed.add(recipient.address)
         # Bounced at RCPT time already (the failed part of an expansion), not
         # reported yet: attempts == 0 marks "not reported".
         for recipient in envelope.recipients:
@@ -195,6 +201,8 @@ class QueueManager:
         }
         if newly_bounced:
             await self._bounce(after, newly_bounced)
+        if relayed:
+            await self._report_relayed(after, relayed)
         self._finish(after)
 
     def _route(
@@ -294,6 +302,32 @@ class QueueManager:
             return
         self.maillog.line(
             "bounce", f"{envelope.queue_id}: sender non-delivery notification: {bounce_id}"
+        )
+
+    async def _report_relayed(self, envelope: Envelope, addresses: set[str]) -> None:
+        """RFC 3461 5.2.2: recipients that asked for NOTIFY=SUCCESS and were
+        handed to a next hop without the DSN extension get a "relayed" notice
+        (no one else will report their delivery). Never to the null sender."""
+        if envelope.sender == "":
+            return
+        relayed = [r for r in recipients_to_report(envelope, "relayed") if r.address in addresses]
+        if not relayed:
+            return
+        try:
+            notice_id = await enqueue_bounce(
+                self.spool,
+                envelope,
+                relayed,
+                envelope.sender,
+                self.settings.bounce,
+                self.clock(),
+                kind="relayed",
+            )
+        except SpoolError as exc:
+            self.maillog.line("bounce", f"warning: {envelope.queue_id}: cannot queue DSN: {exc}")
+            return
+        self.maillog.line(
+            "bounce", f"{envelope.queue_id}: sender delivery status notification: {notice_id}"
         )
 
     def _finish(self, envelope: Envelope) -> None:
