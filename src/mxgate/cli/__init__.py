@@ -11,6 +11,7 @@ import typer
 
 from mxgate.cli import check as check_cmd
 from mxgate.cli import config_cmd, db, queue, routes, serve
+from mxgate.cli import transfer as transfer_cmd
 from mxgate.cli.manage import domain, forward, mailbox, relay, transport
 
 app = typer.Typer(
@@ -26,6 +27,8 @@ app.command("serve")(serve.serve)
 app.command("worker", hidden=True)(serve.worker)
 app.command("explain")(routes.explain)
 app.command("query")(routes.query_cmd)
+app.add_typer(transfer_cmd.export_app, name="export")
+app.command("import")(transfer_cmd.import_cmd)
 app.add_typer(domain.app, name="domain")
 app.add_typer(mailbox.app, name="mailbox")
 app.add_typer(forward.app, name="forward")
