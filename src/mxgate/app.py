@@ -19,6 +19,7 @@ from mxgate.config import MxgateConfig, split_endpoint
 from mxgate.core.retry import RetryPolicy
 from mxgate.core.routing import IPAddress, RoutingPolicy
 from mxgate.core.snapshot import RoutingData
+from mxgate.core.srs_keys import SrsKeyRing, SrsSettings
 from mxgate.delivery import CourierConfig, PoolConfig
 from mxgate.delivery.bounce import BounceSettings
 from mxgate.delivery.scheduler import SchedulerSettings
@@ -146,6 +147,45 @@ def load_routing(config: MxgateConfig) -> LoadedSnapshot:
     return LoadedSnapshot(None, f"none (database unreachable: {problem}; no disk cache)")
 
 
+def srs_settings(config: MxgateConfig) -> SrsSettings | None:
+    """The SRS settings; None when ``srs_enabled`` is off."""
+    if not config.srs_enabled:
+        return None
+    return SrsSettings(
+        domain=(config.srs_domain or config.hostname).lower(),
+        overrides=config.srs_alias_domains,
+        max_age_days=config.srs_max_age // 86400,
+        hash_length=config.srs_hash_length,
+        key_grace=float(config.srs_key_grace),
+    )
+
+
+def srs_cache_path(config: MxgateConfig) -> Path:
+    """Where the last SRS keys read from the database are kept (mode 0600)."""
+    return Path(config.state_dir) / "srs-keys.cache"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedKeys:
+    ring: SrsKeyRing
+    source: str  # "database", "disk cache (database unreachable: ...)", "none (...)"
+
+
+def load_srs_keys(config: MxgateConfig) -> LoadedKeys:
+    """The SRS keys for one-shot commands: the database, else the disk copy."""
+    from mxgate.directory import DirectoryError, SrsKeyCache, load_keys
+
+    try:
+        with database(config) as dsn:
+            return LoadedKeys(asyncio.run(load_keys(dsn)), "database")
+    except (DirectoryError, EmbeddedPostgresError) as exc:
+        problem = str(exc).splitlines()[0]
+    cached = SrsKeyCache(srs_cache_path(config)).read()
+    if cached is not None:
+        return LoadedKeys(cached, f"disk cache (database unreachable: {problem})")
+    return LoadedKeys(SrsKeyRing(), f"none (database unreachable: {problem}; no disk cache)")
+
+
 def session_settings(config: MxgateConfig) -> SessionSettings:
     tls = None
     if config.smtpd_tls_cert_file:
@@ -173,6 +213,8 @@ def worker_settings(config: MxgateConfig, dsn: str) -> WorkerSettings:
         cache_path=cache_path(config),
         reload_interval=float(config.snapshot_reload_interval),
         spool_dir=Path(config.spool_dir),
+        srs=srs_settings(config),
+        srs_cache_path=srs_cache_path(config),
     )
 
 
@@ -211,4 +253,6 @@ def master_settings(config: MxgateConfig, dsn: str) -> MasterSettings:
             ),
             queue_run_delay=float(config.queue_run_delay),
         ),
+        srs=srs_settings(config),
+        srs_cache_path=srs_cache_path(config),
     )

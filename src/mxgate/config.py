@@ -23,6 +23,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from mxgate import config_srs as srs_values
+
 DEFAULT_CONFIG_FILE = Path("/etc/mxgate/mxgate.toml")
 ENV_PREFIX = "MXGATE_"
 
@@ -199,6 +201,13 @@ class MxgateConfig:
     default_destination_recipient_limit: int = 50
     smtp_tls_security_level: str = "may"
     dns_nameservers: tuple[str, ...] = ()
+    # Sender Rewriting Scheme (issue 8).
+    srs_enabled: bool = True
+    srs_domain: str = ""
+    srs_domain_overrides: tuple[str, ...] = ()
+    srs_max_age: int = 21 * 86400
+    srs_hash_length: int = 4
+    srs_key_grace: int = 30 * 86400
     # Database and state.
     database_url: str = ""
     state_dir: str = "var"
@@ -211,6 +220,11 @@ class MxgateConfig:
     def hostname(self) -> str:
         """``myhostname``, or the machine's name when it is not set."""
         return self.myhostname or _default_hostname()
+
+    @property
+    def srs_alias_domains(self) -> tuple[tuple[str, str], ...]:
+        """``srs_domain_overrides`` as (alias domain, SRS domain) pairs."""
+        return tuple(srs_values.split_override(item) for item in self.srs_domain_overrides)
 
 
 def _tls_level(value: object) -> str:
@@ -261,6 +275,22 @@ SETTINGS: dict[str, Setting] = {
     "default_destination_recipient_limit": Setting(parse_int, "recipients per transaction"),
     "smtp_tls_security_level": Setting(_tls_level, "outbound TLS: none, may or encrypt"),
     "dns_nameservers": Setting(parse_endpoints, "DNS servers for MX lookups (host:port)"),
+    "srs_enabled": Setting(parse_bool, "rewrite forwarded senders with SRS, accept SRS bounces"),
+    "srs_domain": Setting(
+        lambda v: srs_values.domain_name(parse_str(v)),
+        "domain of SRS addresses (default: myhostname)",
+    ),
+    "srs_domain_overrides": Setting(
+        lambda v: srs_values.overrides(_as_list(v)),
+        "ALIAS=SRS-DOMAIN: forwards for ALIAS use that SRS domain",
+    ),
+    "srs_max_age": Setting(
+        lambda v: srs_values.max_age(parse_duration(v)), "how long an SRS address stays valid"
+    ),
+    "srs_hash_length": Setting(
+        lambda v: srs_values.hash_length(parse_int(v)), "characters of the SRS hash (4-27)"
+    ),
+    "srs_key_grace": Setting(parse_duration, "how long a retired SRS key still verifies"),
     "database_url": Setting(parse_str, "PostgreSQL URL (empty: embedded database)"),
     "state_dir": Setting(parse_str, "embedded database and snapshot cache directory"),
     "snapshot_reload_interval": Setting(

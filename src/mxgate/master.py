@@ -1,7 +1,7 @@
 """The master process of ``mxgate serve``: the queue manager beside the supervisor.
 
 Owns what runs once per gateway rather than once per worker: the queue manager
-(with its own routing snapshot, courier and connection pool), the pid file
+(with its own routing snapshot, SRS keys, courier and connection pool), the pid file
 that ``mxgate queue`` uses to wake it (SIGUSR1), and the shutdown order: stop
 the SMTP workers first (no new mail), then let deliveries in flight finish for
 a while, then cut the rest (they stay in the spool and are retried at start).
@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mxgate.core.routing import RoutingPolicy
+from mxgate.core.srs_keys import SrsContext, SrsSettings
 from mxgate.delivery import Courier, CourierConfig, DnsResolver
 from mxgate.delivery.scheduler import QueueManager, SchedulerSettings
-from mxgate.directory import SnapshotHolder
+from mxgate.directory import SnapshotHolder, SrsKeyHolder
 from mxgate.maillog import MailLog
 from mxgate.spool import Spool
 from mxgate.supervisor import Supervisor
@@ -41,6 +42,8 @@ class MasterSettings:
     dns_port: int
     scheduler: SchedulerSettings
     delivery_grace: float = 10.0
+    srs: SrsSettings | None = None  # None: SRS off
+    srs_cache_path: Path | None = None
 
 
 async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
@@ -48,12 +51,27 @@ async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
     holder = SnapshotHolder(
         settings.dsn, cache_path=settings.cache_path, reload_interval=settings.reload_interval
     )
-    await holder.start()
+    srs = settings.srs
+    keys = None
+    if srs is not None:
+        keys = SrsKeyHolder(settings.dsn, cache_path=settings.srs_cache_path)
+    # Both at once: with the database down each waits for its connect timeout.
+    await asyncio.gather(holder.start(), *([keys.start()] if keys is not None else []))
+
+    def srs_context(now: float) -> SrsContext | None:
+        return SrsContext(srs, keys.ring, now) if srs and keys else None
+
     resolver = DnsResolver(list(settings.nameservers) or None, port=settings.dns_port)
     courier = Courier(settings.courier, resolver)
     spool = Spool(settings.spool_dir)
     manager = QueueManager(
-        spool, lambda: holder.current, settings.policy, courier, log, settings.scheduler
+        spool,
+        lambda: holder.current,
+        settings.policy,
+        courier,
+        log,
+        settings.scheduler,
+        srs=srs_context,
     )
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGUSR1, manager.wake)
@@ -74,6 +92,8 @@ async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
             await asyncio.gather(deliveries, *manager.in_flight.values(), return_exceptions=True)
         await courier.close()
         await holder.stop()
+        if keys is not None:
+            await keys.stop()
         spool.close()
         with contextlib.suppress(OSError):
             settings.pid_file.unlink()

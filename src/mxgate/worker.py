@@ -5,6 +5,7 @@ disk copy, else none: then RCPT answers 451), open the spool, listen, and on
 SIGTERM stop accepting, let sessions finish (``shutdown_grace``), flush the
 snapshot cache and exit. SIGHUP asks the snapshot holder to check for changes
 now; re-reading the settings is the supervisor's job (it replaces workers).
+With SRS on it also holds the SRS keys, for the RCPT check of SRS addresses.
 Started by the master (``--master-fd``), it tells the master when it listens,
 and stops as on SIGTERM when the master is gone.
 
@@ -17,11 +18,13 @@ import asyncio
 import contextlib
 import signal
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mxgate.directory import SnapshotHolder
+from mxgate.core.srs_keys import SrsContext, SrsSettings
+from mxgate.directory import SnapshotHolder, SrsKeyHolder
 from mxgate.maillog import MailLog
 from mxgate.server.listener import Listener
 from mxgate.server.session import Session, SessionSettings
@@ -39,6 +42,8 @@ class WorkerSettings:
     reload_interval: float
     spool_dir: Path
     shutdown_grace: float = 30.0
+    srs: SrsSettings | None = None  # None: SRS off
+    srs_cache_path: Path | None = None
 
 
 class MasterChannel:
@@ -88,10 +93,24 @@ async def run_worker(settings: WorkerSettings, master_fd: int | None = None) -> 
         cache_path=settings.cache_path,
         reload_interval=settings.reload_interval,
     )
+    srs = settings.srs
+    keys = (
+        SrsKeyHolder(settings.dsn, cache_path=settings.srs_cache_path) if srs is not None else None
+    )
+
+    def srs_context() -> SrsContext | None:
+        return SrsContext(srs, keys.ring, time.time()) if srs and keys else None
+
+    def wake() -> None:
+        holder.wake()
+        if keys is not None:
+            keys.wake()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, holder.wake)
-    await holder.start()
+    loop.add_signal_handler(signal.SIGHUP, wake)
+    # Both at once: with the database down each waits for its connect timeout.
+    await asyncio.gather(holder.start(), *([keys.start()] if keys is not None else []))
     status = holder.status()
     if holder.current is None:
         log.line("smtpd", f"warning: no routing data ({status.last_error}); answering 451 4.3.0")
@@ -108,6 +127,7 @@ async def run_worker(settings: WorkerSettings, master_fd: int | None = None) -> 
             spool,
             log,
             closing=listener.closing,
+            srs=srs_context,
         ).run()
 
     listener = Listener(
@@ -134,6 +154,8 @@ async def run_worker(settings: WorkerSettings, master_fd: int | None = None) -> 
         await listener.shutdown(settings.shutdown_grace)
     finally:
         await holder.stop()
+        if keys is not None:
+            await keys.stop()
         spool.close()
         if master is not None:
             master.close()

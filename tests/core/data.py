@@ -87,8 +87,26 @@ def decide(
     recipients_so_far: int = 0,
     pol: RoutingPolicy = POLICY,
 ) -> RecipientDecision:
-    return decide_recipient(
-        data, pol, rcpt, client, "sender@example.net", smtputf8, recipients_so_far
+    """The explained decision (trace and expansion tree filled in). Every
+    call also decides without ``explain``, the SMTP session's fast path, and
+    checks that it decides the same: so every table of the core tests covers
+    both."""
+    args = (data, pol, rcpt, client, "sender@example.net", smtputf8, recipients_so_far)
+    explained = decide_recipient(*args, explain=True)
+    fast = decide_recipient(*args)
+    assert outcome(fast) == outcome(explained), rcpt
+    assert (fast.trace, fast.expansion) == ((), ())
+    return explained
+
+
+def outcome(decision: RecipientDecision) -> tuple[object, ...]:
+    """All of a decision but its explanation (trace and expansion tree)."""
+    return (
+        decision.reply,
+        decision.recipient,
+        decision.deliveries,
+        decision.deferred,
+        decision.bounces,
     )
 
 

@@ -27,13 +27,13 @@ from tests.directory.helpers import (
     schema_dump,
 )
 
-ALL = ["0001_routing_tables", "0002_change_capture"]
+ALL = ["0001_routing_tables", "0002_change_capture", "0003_srs_keys"]
 SHA512_CRYPT = "{SHA512-CRYPT}$6$" + "s" * 16 + "$" + "h" * 86
 
 
 def test_shipped_migrations_are_numbered_in_order() -> None:
     assert [m.name for m in migrations()] == ALL
-    assert [m.version for m in migrations()] == [1, 2]
+    assert [m.version for m in migrations()] == [1, 2, 3]
 
 
 def test_tutorial_database_upgrades_in_place(database_url: str) -> None:
@@ -114,6 +114,7 @@ def test_fresh_and_upgraded_schemas_are_identical(pg_server, database_url: str) 
                     *TABLES,
                     "mxgate_change_log",
                     "mxgate_schema_version",
+                    "mxgate_srs_key",
                 }
             finally:
                 await a.close()
@@ -188,7 +189,7 @@ def test_status_reports_pending_and_applied(database_url: str) -> None:
 
         await migrate(database_url)
         done = await status(database_url)
-        assert done.version == 2
+        assert done.version == 3
         assert done.applied == tuple(ALL)
         assert done.pending == ()
         assert done.modified == ()
@@ -196,6 +197,7 @@ def test_status_reports_pending_and_applied(database_url: str) -> None:
         assert done.change_capture
         assert done.row_counts["mailbox"] == 1
         assert done.row_counts["mxgate_change_log"] == 0
+        assert done.row_counts["mxgate_srs_key"] == 1  # the first SRS key
 
     asyncio.run(run())
 
@@ -274,6 +276,7 @@ def test_read_only_role_can_serve_and_writers_need_no_log_privilege(
             data = await load_snapshot(as_reader)
             assert data.mailboxes == {"james@server1.example.com": "maila"}
             assert (await status(as_reader)).applied == tuple(ALL)
+            assert len(await as_reader.fetch("SELECT secret FROM mxgate_srs_key")) == 1
             with pytest.raises(asyncpg.InsufficientPrivilegeError):
                 await as_reader.fetch("SELECT password FROM mailbox")
             with pytest.raises(asyncpg.InsufficientPrivilegeError):

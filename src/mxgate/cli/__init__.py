@@ -11,6 +11,7 @@ import typer
 
 from mxgate.cli import check as check_cmd
 from mxgate.cli import config_cmd, db, queue, routes, serve
+from mxgate.cli import srs as srs_cmd
 from mxgate.cli import transfer as transfer_cmd
 from mxgate.cli.manage import domain, forward, mailbox, relay, transport
 
@@ -35,6 +36,7 @@ app.add_typer(forward.app, name="forward")
 app.add_typer(relay.app, name="relay")
 app.add_typer(transport.app, name="transport")
 app.command("check")(check_cmd.check_cmd)
+app.add_typer(srs_cmd.app, name="srs")
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ import typer
 
 from mxgate.app import load_routing, routing_policy
 from mxgate.cli.common import EXIT_USAGE, ConfigOption, fail, settings
+from mxgate.cli.srs import context as srs_context
 from mxgate.core.explain import to_json_dict, to_text
 from mxgate.core.policy import decide_recipient
 from mxgate.core.query import MAPS, query
@@ -36,6 +37,8 @@ def explain(
         client_ip=client,
         sender=sender,
         smtputf8=smtputf8,
+        explain=True,
+        srs=srs_context(loaded),
     )
     if as_json:
         document = to_json_dict(decision)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 
 # RFC 5321 4.5.3.1.1-3 (octets), and RFC 3696 errata 1690 for the whole
@@ -94,6 +94,9 @@ class Address:
     source_route:  the domains of an RFC 5321 A-d-l ('@a,@b:'), in order
     literal:       the IP of an address literal, else None
     non_ascii:     local part or domain were written with non-ASCII characters
+    key:           the lookup key: whole address lower-case (SPEC section 2);
+                   derived, not a constructor argument, and computed once
+                   here because one decision reads it many times
     The null path '<>' is ``Address('', '')``.
     """
 
@@ -104,6 +107,12 @@ class Address:
     source_route: tuple[str, ...] = ()
     literal: IPAddress | None = None
     non_ascii: bool = False
+    key: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        local = self.local.lower()
+        # Frozen: the generated __init__ sets its fields the same way.
+        object.__setattr__(self, "key", f"{local}@{self.domain}" if self.domain else local)
 
     @property
     def is_null(self) -> bool:
@@ -120,13 +129,6 @@ class Address:
     @property
     def has_source_route(self) -> bool:
         return bool(self.source_route)
-
-    @property
-    def key(self) -> str:
-        """The lookup key: whole address lower-case (SPEC section 2)."""
-        if not self.domain:
-            return self.local.lower()
-        return f"{self.local.lower()}@{self.domain}"
 
     def __str__(self) -> str:
         if not self.domain:
@@ -255,6 +257,10 @@ def _split_mailbox(inner: str) -> tuple[str, str | None] | AddressError:
         if rest[0] != "@":
             return _syntax("text after quoted local part")
         return inner[: i + 1], rest[1:]
+    if inner.startswith("@"):
+        # A mailbox cannot start with '@' unquoted: it would read as a source
+        # route (RFC 5321 4.1.2), and printing it back would change its meaning.
+        return _syntax("local part starts with '@'")
     at = inner.rfind("@")
     if at < 0:
         return inner, None

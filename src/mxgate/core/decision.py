@@ -22,12 +22,15 @@ from mxgate.core.transport import Route
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """A final recipient with a route. ``reason`` names the rows that led
-    there (expansion rule; transport row or setting)."""
+    there (expansion rule; transport row or setting). ``srs``: outside our
+    domains and reached through a forward, so the copy leaves with its
+    sender rewritten by SRS (``core.srs_policy``)."""
 
     recipient: str
     original_recipient: str
     route: Route
     reason: str
+    srs: bool = False
 
 
 @dataclass(frozen=True, slots=True)

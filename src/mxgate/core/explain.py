@@ -62,6 +62,10 @@ def to_text(decision: RecipientDecision) -> str:
         for d in decision.deliveries:
             out.append(f"  {d.recipient} -> {describe_route(d.route)}")
             out.append(f"      because {d.reason}")
+            if d.srs:
+                out.append(
+                    "      sender rewritten by SRS (a forward to the outside; see the trace)"
+                )
     if decision.deferred:
         out += ["", "deferred (no route yet; retried, re-resolved at each attempt):"]
         out += [f"  {d.recipient}: {d.reason}" for d in decision.deferred]

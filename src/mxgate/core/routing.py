@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+from typing import NamedTuple
 
 from mxgate.core.address import Address, parse_path
 from mxgate.core.snapshot import RoutingData
@@ -90,9 +91,9 @@ def _as_ip(client: IPAddress | str | None) -> IPAddress | None:
         return None
 
 
-@dataclass(frozen=True, slots=True)
-class Resolution:
-    """The route of one final recipient, or why there is none.
+class Resolution(NamedTuple):
+    """The route of one final recipient, or why there is none (a NamedTuple:
+    one is built per routed recipient, and it is cheaper).
 
     source:  the row or setting that decided, in words
     problem: why there is no route ('' when ``route`` is set)

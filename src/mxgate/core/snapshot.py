@@ -20,7 +20,7 @@ GATEWAY_NODE = ""
 """The transport ``node`` value of rows meant for gateways ('' or NULL)."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class RoutingData:
     """All routing rows, indexed for O(1) lookups.
 
@@ -41,6 +41,24 @@ class RoutingData:
     forwards: dict[str, tuple[str, ...]] = field(default_factory=dict)
     transports: dict[str, dict[str, str]] = field(default_factory=dict)
     version: int = 0
+
+    def __repr__(self) -> str:
+        """Sizes, not contents. The contents of a million mailboxes would be
+        a repr of 100 MB, and one gets built without anyone printing it:
+        Python 3.11's ``asyncio.run`` formats the repr of its task, result
+        included, when it restores the SIGINT handler (twice, for a snapshot
+        returned by ``asyncio.run(load_snapshot(...))``, as the CLI does)."""
+        sizes = (
+            f"{name}={len(table)}"
+            for name, table in (
+                ("domains", self.domains),
+                ("mailboxes", self.mailboxes),
+                ("relays", self.relays),
+                ("forwards", self.forwards),
+                ("transports", self.transports),
+            )
+        )
+        return f"RoutingData(version={self.version}, {', '.join(sizes)})"
 
     def is_our_domain(self, domain: str) -> bool:
         return domain in self.domains

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address
+from typing import NamedTuple
 
 from mxgate.core.address import Address, split_extension
 
@@ -278,16 +279,27 @@ def transport_keys(address: Address, delimiter: str) -> list[str]:
     keys.append(domain)
     if not domain.startswith("["):
         dot = domain.find(".", 1)
-        while dot > 0:
-            keys.append(domain[dot:])
-            dot = domain.find(".", dot + 1)
+        if dot > 0:
+            keys.extend(_parent_keys(domain[dot:]))
     keys.append("*")
     return keys
 
 
-@dataclass(frozen=True, slots=True)
-class TransportRow:
-    """The transport row that applies: its key, node and raw value."""
+@lru_cache(maxsize=4096)
+def _parent_keys(parent: str) -> tuple[str, ...]:
+    """``.b.example`` -> (``.b.example``, ``.example``). Cached: many
+    domains share their parents."""
+    keys = [parent]
+    dot = parent.find(".", 1)
+    while dot > 0:
+        keys.append(parent[dot:])
+        dot = parent.find(".", dot + 1)
+    return tuple(keys)
+
+
+class TransportRow(NamedTuple):
+    """The transport row that applies: its key, node and raw value (a
+    NamedTuple: one is built per routed recipient, and it is cheaper)."""
 
     key: str
     node: str
@@ -308,9 +320,7 @@ def find_transport_row(
     for the domain, which points at the node itself. A row whose transport
     column is empty counts as absent, as in Postfix's SQL maps.
     """
-    nodes = [node_name]
-    if node_name and fallback_to_gateway:
-        nodes.append("")
+    nodes = (node_name, "") if node_name and fallback_to_gateway else (node_name,)
     for node in nodes:
         for key in keys:
             rows = transports.get(key)

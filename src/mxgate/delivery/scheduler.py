@@ -8,7 +8,10 @@ record every recipient's outcome (delivered, deferred until ``core.retry``
 says, or bounced), queue one DSN per pass for the recipients that failed (and
 a "relayed" one for those that asked for NOTIFY=SUCCESS and went to a next
 hop that does not take DSN parameters, RFC 3461 5.2.2), and finally remove
-the message or put it back in ``deferred/``. A crash at any
+the message or put it back in ``deferred/``. A copy forwarded to an outside
+address leaves with its envelope sender rewritten by SRS (``core.srs_policy``
+decides; a ``srs: from=<...> rewritten=<...>`` line names both senders);
+records, DSNs and the spool keep the original sender. A crash at any
 point leaves the message in the spool: delivery is at least once.
 
 Limits: a bounded active window (messages in flight); the courier applies the
@@ -35,6 +38,8 @@ from mxgate.core.reply import Reply
 from mxgate.core.retry import RetryPolicy, next_attempt
 from mxgate.core.routing import RoutingPolicy, resolve_route
 from mxgate.core.snapshot import RoutingData
+from mxgate.core.srs_keys import SrsContext
+from mxgate.core.srs_policy import sender_for_copy
 from mxgate.core.transport import Route
 from mxgate.delivery.bounce import BounceSettings, enqueue_bounce, is_our_bounce
 from mxgate.delivery.courier import Courier, OpenBody
@@ -66,6 +71,7 @@ class QueueManager:
         *,
         clock: Callable[[], float] = time.time,
         jitter: Callable[[], float] = random.random,
+        srs: Callable[[float], SrsContext | None] | None = None,
     ) -> None:
         self.spool = spool
         self.snapshot = snapshot
@@ -75,6 +81,7 @@ class QueueManager:
         self.settings = settings
         self.clock = clock
         self.jitter = jitter
+        self.srs = srs  # the SRS settings and keys at a given time; None: SRS off
         self.in_flight: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._deferred_scan_at = 0.0
@@ -169,14 +176,23 @@ class QueueManager:
         if envelope.sender == "" and not envelope.recipients:
             return
         due = [r for r in envelope.recipients if _due(r, now)]
-        groups, unroutable = self._route(due)
+        groups, unroutable = self._route(envelope, due, now)
         updated: dict[str, Recipient] = {}
         for recipient, reason in unroutable:
             result = DeliveryResult(Deferred(Reply(451, "4.3.0", reason)))
             updated[recipient.address] = self._record(envelope, recipient, result, claimed, now)
+        for sender in dict.fromkeys(s for _r, s in groups if s != envelope.sender):
+            self.maillog.line(
+                "qmgr", f"{envelope.queue_id}: srs: from=<{envelope.sender}> rewritten=<{sender}>"
+            )
         attempts = [
-            self.courier.deliver(route, envelope, rcpts, self._opener(envelope.queue_id))
-            for route, rcpts in groups.items()
+            self.courier.deliver(
+                route,
+                envelope if sender == envelope.sender else replace(envelope, sender=sender),
+                rcpts,
+                self._opener(envelope.queue_id),
+            )
+            for (route, sender), rcpts in groups.items()
         ]
         relayed: set[str] = set()  # handed to a next hop that cannot report on
         for (_route, rcpts), results in zip(
@@ -206,11 +222,15 @@ class QueueManager:
         self._finish(after)
 
     def _route(
-        self, recipients: list[Recipient]
-    ) -> tuple[dict[Route, list[Recipient]], list[tuple[Recipient, str]]]:
+        self, envelope: Envelope, recipients: list[Recipient], now: float
+    ) -> tuple[dict[tuple[Route, str], list[Recipient]], list[tuple[Recipient, str]]]:
+        """Group by (route, envelope sender): a copy forwarded to the outside
+        leaves with its sender rewritten by SRS (core.srs_policy)."""
         data = self.snapshot()
-        groups: dict[Route, list[Recipient]] = {}
+        srs = self.srs(now) if self.srs is not None else None
+        groups: dict[tuple[Route, str], list[Recipient]] = {}
         unroutable: list[tuple[Recipient, str]] = []
+        unrewritten: set[str] = set()  # why forwarded copies keep their sender
         for recipient in recipients:
             if data is None:
                 unroutable.append((recipient, "routing data unavailable"))
@@ -219,7 +239,22 @@ class QueueManager:
             if resolution.route is None:
                 unroutable.append((recipient, f"no route: {resolution.problem}"))
                 continue
-            groups.setdefault(resolution.route, []).append(recipient)
+            sender = envelope.sender
+            if srs is not None:
+                rewrite = sender_for_copy(srs, data, sender, recipient)
+                if rewrite is not None and rewrite.temporary:
+                    unroutable.append((recipient, f"srs: {rewrite.reason}"))
+                    continue
+                if rewrite is not None:
+                    sender = rewrite.sender
+                    if not rewrite.rewritten and envelope.sender:
+                        unrewritten.add(rewrite.reason)
+            groups.setdefault((resolution.route, sender), []).append(recipient)
+        for reason in sorted(unrewritten):
+            self.maillog.line(
+                "qmgr",
+                f"{envelope.queue_id}: srs: from=<{envelope.sender}> not rewritten: {reason}",
+            )
         return groups, unroutable
 
     def _opener(self, queue_id: str) -> OpenBody:

@@ -13,6 +13,8 @@ asyncpg). The rest of mxgate sees ``SnapshotHolder.current``, a
     cache.py      the on-disk copy of the last good snapshot
     follower.py   SnapshotHolder: load, follow, reconnect, serve from cache
     example.py    the tutorial's example rows
+    srs_keys.py   the SRS keys: read, rotate (``mxgate srs``)
+    srs_holder.py SrsKeyHolder: the keys of a running gateway, and their disk copy
 """
 
 from mxgate.directory.connect import DirectoryError
@@ -27,6 +29,8 @@ from mxgate.directory.migrate import (
     status,
 )
 from mxgate.directory.queries import CHANNEL
+from mxgate.directory.srs_holder import SrsKeyCache, SrsKeyHolder
+from mxgate.directory.srs_keys import Rotation, load_keys, rotate
 
 __all__ = [
     "CHANNEL",
@@ -34,12 +38,17 @@ __all__ = [
     "HolderStatus",
     "MigrationError",
     "NotEmptyError",
+    "Rotation",
     "SchemaStatus",
     "SnapshotHolder",
+    "SrsKeyCache",
+    "SrsKeyHolder",
     "grant_statements",
     "is_empty",
     "load_example_data",
+    "load_keys",
     "load_snapshot",
     "migrate",
+    "rotate",
     "status",
 ]

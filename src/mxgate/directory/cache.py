@@ -30,6 +30,7 @@ import zlib
 from pathlib import Path
 
 from mxgate.core.snapshot import RoutingData
+from mxgate.directory.fold import share_snapshot_values
 
 log = logging.getLogger("mxgate.directory")
 
@@ -99,6 +100,10 @@ def decode(blob: bytes) -> tuple[RoutingData, float]:
         transports=transports,
         version=version,
     )
+    try:
+        share_snapshot_values(data)  # as after a database load (fold.py)
+    except (TypeError, AttributeError) as exc:
+        raise CacheError(f"payload has an unexpected shape: {exc}") from exc
     return data, saved_at
 
 

@@ -40,6 +40,7 @@ from mxgate.directory.cache import CacheFile, encode
 from mxgate.directory.changes import Batch, NeedsReload, poll
 from mxgate.directory.connect import DATABASE_ERRORS
 from mxgate.directory.loader import load
+from mxgate.directory.memory import freeze_long_lived, release_freed_heap
 from mxgate.directory.queries import CHANNEL, HAS_CHANGE_LOG
 
 log = logging.getLogger("mxgate.directory")
@@ -282,6 +283,10 @@ class SnapshotHolder:
         started = time.monotonic()
         loaded = await load(conn, timeout=self._query_timeout)
         self._current = loaded.data  # the swap
+        # The snapshot lives until the next full load: keep the collector's
+        # full collections from walking it each time (a stall of ~30 ms for
+        # whatever runs then, a routing decision say). See memory.py.
+        freeze_long_lived()
         self._pending = loaded.in_progress
         self._change_log = loaded.change_log
         self._source = "database"
@@ -297,6 +302,8 @@ class SnapshotHolder:
             loaded.data.counts(),
         )
         self._changed(urgent=True)
+        # The replaced snapshot is freed now: give its heap back as well.
+        await asyncio.to_thread(release_freed_heap)
 
     def _synced(self) -> None:
         if self._last_error is not None:
@@ -347,6 +354,8 @@ class SnapshotHolder:
             return
         self._current, self._cache_saved_at = found
         self._source = "disk-cache"
+        freeze_long_lived()  # as after a database load (see _reload)
+        await asyncio.to_thread(release_freed_heap)
         log.warning(
             "database unreachable; serving the disk cache %s (version %d, saved at %s)",
             self._cache.path,

@@ -23,6 +23,7 @@ import asyncpg
 
 from mxgate.directory.connect import DirectoryError, connection
 from mxgate.directory.queries import CHANGE_LOG, SCHEMA_VERSION, TABLE_NAMES
+from mxgate.directory.srs_keys import SRS_KEY_TABLE
 
 # pg_advisory_lock key: "mxgate" in ASCII, then 0001. Session-level, so it is
 # held across the per-migration transactions and released even on failure.
@@ -166,9 +167,9 @@ async def status(conn_or_dsn: asyncpg.Connection | str) -> SchemaStatus:
     async with connection(conn_or_dsn, "status") as conn:
         done = await _applied(conn)
         shipped = migrations()
-        present = await _present(conn, (*TABLE_NAMES, CHANGE_LOG))
+        present = await _present(conn, (*TABLE_NAMES, CHANGE_LOG, SRS_KEY_TABLE))
         counts: dict[str, int] = {}
-        for name in (*TABLE_NAMES, CHANGE_LOG):
+        for name in (*TABLE_NAMES, CHANGE_LOG, SRS_KEY_TABLE):
             if name in present:
                 # Names are our constants, not input.
                 counts[name] = int(await conn.fetchval(f"SELECT count(*) FROM {name}"))
@@ -197,14 +198,19 @@ def quote_ident(name: str) -> str:
 def grant_statements(role: str, schema: str = "public") -> list[str]:
     """GRANTs that let ``role`` run ``mxgate serve`` and ``mxgate db status``.
 
-    SELECT only, and on mailbox not the password column. LISTEN needs no
+    SELECT only, and on mailbox not the password column; the SRS keys too
+    (every gateway signs and verifies with them). LISTEN needs no
     privilege at all; CONNECT on the database is granted to PUBLIC by default
     (add ``GRANT CONNECT ON DATABASE ...`` where that was revoked).
     """
     who = quote_ident(role)
     where = quote_ident(schema)
     statements = [f"GRANT USAGE ON SCHEMA {where} TO {who};"]
-    whole = [t for t in (*TABLE_NAMES, CHANGE_LOG, SCHEMA_VERSION) if t not in _READ_COLUMNS]
+    whole = [
+        t
+        for t in (*TABLE_NAMES, CHANGE_LOG, SCHEMA_VERSION, SRS_KEY_TABLE)
+        if t not in _READ_COLUMNS
+    ]
     tables = ", ".join(f"{where}.{quote_ident(t)}" for t in whole)
     statements.append(f"GRANT SELECT ON TABLE {tables} TO {who};")
     for table, columns in _READ_COLUMNS.items():

@@ -11,13 +11,16 @@ from collections.abc import Callable, Mapping
 
 from mxgate.core.decision import MessagePlan
 from mxgate.core.envelope import JsonValue, Notify, Recipient, RecipientState
+from mxgate.core.srs_policy import ROUTE_FLAG
 from mxgate.core.transport import Route
 from mxgate.smtp import RcptTo
 
 
-def route_record(route: Route) -> dict[str, JsonValue]:
-    """The route as a hint the spool keeps (the queue manager re-resolves it)."""
-    return {
+def route_record(route: Route, srs: bool = False) -> dict[str, JsonValue]:
+    """The route as a hint the spool keeps (the queue manager re-resolves it),
+    and ``"srs": true`` for a copy forwarded to the outside (its sender is
+    rewritten when it leaves)."""
+    record: dict[str, JsonValue] = {
         "kind": route.kind.value,
         "transport": route.transport,
         "nexthop": route.nexthop,
@@ -25,6 +28,9 @@ def route_record(route: Route) -> dict[str, JsonValue]:
         "port": route.port,
         "mx_lookup": route.mx_lookup,
     }
+    if srs:
+        record[ROUTE_FLAG] = True
+    return record
 
 
 def envelope_recipients(
@@ -50,7 +56,7 @@ def envelope_recipients(
                 original=delivery.original_recipient,
                 orcpt=orcpt,
                 notify=words,
-                route=route_record(delivery.route),
+                route=route_record(delivery.route, delivery.srs),
             )
         )
     for deferred in plan.deferred:

@@ -31,6 +31,7 @@ from mxgate.core.policy import decide_recipient
 from mxgate.core.reply import Reply
 from mxgate.core.routing import RoutingPolicy
 from mxgate.core.snapshot import RoutingData
+from mxgate.core.srs_keys import SrsContext
 from mxgate.maillog import MailLog, client_label
 from mxgate.server.headers import HeaderScanner, received_header
 from mxgate.server.recipients import envelope_recipients
@@ -103,7 +104,9 @@ class Session:
         spool: Spool,
         log: MailLog,
         closing: asyncio.Future[None] | None = None,
+        srs: Callable[[], SrsContext | None] | None = None,
     ) -> None:
+        self.srs = srs  # SRS settings, keys and time for one RCPT; None: SRS off
         self.reader = reader
         self.writer = writer
         self.settings = settings
@@ -246,6 +249,7 @@ class Session:
             sender=tx.mail.address,
             smtputf8=tx.mail.smtputf8,
             recipients_so_far=len(tx.accepted),
+            srs=self.srs() if self.srs is not None else None,
         )
         if not decision.accepted:
             self._log_reject("RCPT", decision.reply, recipient=event.address)
