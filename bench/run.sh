@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The gateway benchmark: mxgate against the tutorial's Postfix + PostgreSQL.
+#
+#   bench/run.sh [--quick]      (as root; --quick finishes in under 5 minutes)
+#
+# Installs what is missing (Debian: postfix, postfix-pgsql, postgresql-15; the
+# venv with mxgate and its bench extras), then runs bench/compare.py, which
+# sets up the lab under /tmp/mxgate-bench (MXBENCH_DIR), runs the workloads and
+# writes bench/results.json, bench/comparison.png and BENCHMARKS.md.
+# Loopback only; every process it starts, it stops. Not part of the test suite.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "bench/run.sh: needs root (a Postfix instance, PostgreSQL run as user postgres)" >&2
+  exit 1
+fi
+
+need=()
+command -v smtp-source >/dev/null || need+=(postfix)
+[ -e /usr/lib/postfix/postfix-pgsql.so ] || need+=(postfix-pgsql)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
+command -v psql >/dev/null || need+=(postgresql-client-15)
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  # Keep the packages' own services from starting: the lab runs private instances.
+  policy=/usr/sbin/policy-rc.d
+  made_policy=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' > "$policy"
+    chmod +x "$policy"
+    made_policy=1
+  fi
+  trap '[ "$made_policy" = 1 ] && rm -f "$policy"' EXIT
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+python="${PYTHON:-python3}"
+venv="$root/.venv"
+[ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+stamp="$venv/.mxgate-bench-installed"
+want="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[bench]"
+  echo "$want" > "$stamp"
+fi
+
+exec "$venv/bin/python" "$root/bench/compare.py" "$@"
