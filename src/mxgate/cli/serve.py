@@ -6,8 +6,9 @@ import asyncio
 import os
 import ssl
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -18,6 +19,15 @@ from mxgate.master import run_master
 from mxgate.spool import Spool, SpoolError
 from mxgate.supervisor import Supervisor, default_worker_count, worker_command
 from mxgate.worker import worker_main
+
+
+def _run(main: Coroutine[Any, Any, int]) -> int:
+    """Run the master's loop on uvloop when installed (as the workers do)."""
+    try:
+        import uvloop
+    except ImportError:  # optional: plain asyncio serves too
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 def _say(text: str) -> None:
@@ -60,7 +70,7 @@ def serve(config: ConfigOption = None) -> None:
         count = cfg.workers or default_worker_count()
         _say(f"SMTP on {', '.join(cfg.listen)} with {count} worker(s); queue in {cfg.spool_dir}")
         supervisor = Supervisor(worker_command(None), count, env, _say, check_reload=check_reload)
-        code = asyncio.run(run_master(master_settings(cfg, dsn), supervisor))
+        code = _run(run_master(master_settings(cfg, dsn), supervisor))
     raise typer.Exit(code)
 
 

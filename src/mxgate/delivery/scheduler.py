@@ -219,7 +219,7 @@ class QueueManager:
             await self._bounce(after, newly_bounced)
         if relayed:
             await self._report_relayed(after, relayed)
-        self._finish(after)
+        await self._finish(after)
 
     def _route(
         self, envelope: Envelope, recipients: list[Recipient], now: float
@@ -365,19 +365,23 @@ class QueueManager:
             "bounce", f"{envelope.queue_id}: sender delivery status notification: {notice_id}"
         )
 
-    def _finish(self, envelope: Envelope) -> None:
+    async def _finish(self, envelope: Envelope) -> None:
         queue_id = envelope.queue_id
         if envelope.is_done:
             # Every recipient is final: remove at once, without first rewriting
             # the record (an fsync per message). If a crash loses the unlink,
             # the message comes back with its old states and is delivered again:
             # at-least-once, as Postfix, which does not fsync its deletes either.
-            self.spool.remove(queue_id, Queue.ACTIVE)
+            # The unlinks wait for the journal on a busy disk: off the loop.
+            await asyncio.to_thread(self.spool.remove, queue_id, Queue.ACTIVE)
             self.maillog.removed(queue_id)
             return
         # Deferred: the new states and retry times must survive a crash.
+        await asyncio.to_thread(self._defer, envelope)
+
+    def _defer(self, envelope: Envelope) -> None:
         self.spool.update(envelope, Queue.ACTIVE)
-        self.spool.move(queue_id, Queue.ACTIVE, Queue.DEFERRED)
+        self.spool.move(envelope.queue_id, Queue.ACTIVE, Queue.DEFERRED)
 
 
 def _due(recipient: Recipient, now: float) -> bool:

@@ -121,6 +121,7 @@ class Session:
         self.esmtp = False
         self.counts: Counter[str] = Counter()
         self.tx: Transaction | None = None
+        self._outgoing = bytearray()
         self.conn = ServerConnection(
             settings.hostname,
             banner=settings.banner,
@@ -142,6 +143,7 @@ class Session:
             self.conn.close(shutting_down(self.settings.hostname))
             with contextlib.suppress(ConnectionError, OSError, RuntimeError):
                 self._write(self.conn.data_to_send())
+                self.writer.write(bytes(self._outgoing))
             raise
         finally:
             self._drop_transaction()
@@ -219,11 +221,16 @@ class Session:
         self.conn.receive_data(data)
 
     def _write(self, data: bytes) -> None:
+        # Replies are collected and sent by _flush, once per read: a pipelined
+        # batch of commands costs one send(), not one per reply (RFC 2920).
         if data:
-            self.writer.write(data)
+            self._outgoing += data
 
     async def _flush(self) -> None:
         self._write(self.conn.data_to_send())
+        if self._outgoing:
+            self.writer.write(bytes(self._outgoing))
+            self._outgoing.clear()
         await self.writer.drain()
 
     # -- MAIL and RCPT ----------------------------------------------------
