@@ -176,14 +176,25 @@ def write_chart(results: dict[str, Any], path: Path) -> None:
 # -- markdown ----------------------------------------------------------------------------
 
 
+KEEP_MARKER = "<!-- sections below are kept when this file is regenerated -->"
+
+
 def write_markdown(results: dict[str, Any], path: Path, chart: Path, results_file: Path) -> None:
+    """Write the comparison; keep the hand-kept sections after KEEP_MARKER (the
+    other benchmarks' results: routing, spool commit, import/export)."""
     base = path.resolve().parent
+    kept = ""
+    if path.exists():
+        old = path.read_text()
+        if KEEP_MARKER in old:
+            kept = "\n" + KEEP_MARKER + old.split(KEEP_MARKER, 1)[1]
     path.write_text(
         markdown(
             results,
             Path(os.path.relpath(chart.resolve(), base)),
             Path(os.path.relpath(results_file.resolve(), base)),
         )
+        + kept
     )
 
 
