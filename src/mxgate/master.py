@@ -95,6 +95,7 @@ async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
         if keys is not None:
             await keys.stop()
         spool.close()
+        log.flush()
         with contextlib.suppress(OSError):
             settings.pid_file.unlink()
     return code

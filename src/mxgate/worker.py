@@ -157,6 +157,7 @@ async def run_worker(settings: WorkerSettings, master_fd: int | None = None) -> 
         if keys is not None:
             await keys.stop()
         spool.close()
+        log.flush()
         if master is not None:
             master.close()
     return 0
