@@ -75,9 +75,17 @@ class MailLog:
     def connect(self, client: str) -> None:
         self.line("smtpd", f"connect from {client}")
 
-    def disconnect(self, client: str, counts: dict[str, int]) -> None:
-        # Postfix 3.x: "disconnect from host[ip] ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5"
-        parts = " ".join(f"{verb}={n}" for verb, n in counts.items() if n)
+    def disconnect(
+        self, client: str, counts: dict[str, int], failed: dict[str, int] | None = None
+    ) -> None:
+        # Postfix 3.x: "disconnect from host[ip] ehlo=1 mail=1 rcpt=0/1 data=0/1 quit=1
+        # commands=3/5": a verb with refusals shows succeeded/total.
+        failed = failed or {}
+        parts = " ".join(
+            f"{verb}={n - failed[verb]}/{n}" if failed.get(verb) else f"{verb}={n}"
+            for verb, n in counts.items()
+            if n
+        )
         self.line("smtpd", f"disconnect from {client} {parts}".rstrip())
 
     def timeout(self, client: str, after: str) -> None:

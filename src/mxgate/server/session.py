@@ -120,6 +120,7 @@ class Session:
         self.helo = ""
         self.esmtp = False
         self.counts: Counter[str] = Counter()
+        self.failed: Counter[str] = Counter()  # refused commands, per verb
         self.tx: Transaction | None = None
         self._outgoing = bytearray()
         self.conn = ServerConnection(
@@ -184,7 +185,9 @@ class Session:
                 self.counts["starttls"] += 1
                 await self._start_tls()
             elif isinstance(event, ProtocolViolation):
-                self.counts[event.command.lower() or "unknown"] += 1
+                verb = event.command.lower() or "unknown"
+                self.counts[verb] += 1
+                self.failed[verb] += 1
             elif isinstance(event, Quit):
                 self.counts["quit"] += 1
             elif isinstance(event, ConnectionClosed):
@@ -385,6 +388,9 @@ class Session:
         recipient: str | None = None,
         queue_id: str | None = None,
     ) -> None:
+        verb = _REJECT_VERBS.get(stage)
+        if verb is not None:
+            self.failed[verb] += 1
         if sender is None and self.tx is not None:
             sender = self.tx.mail.address
         self.log.reject(
@@ -407,7 +413,13 @@ class Session:
             self.log.line("smtpd", f"lost connection after {event.after} from {self.client}")
         counts = dict(self.counts)
         counts["commands"] = sum(self.counts.values())
-        self.log.disconnect(self.client, counts)
+        failed = dict(self.failed)
+        failed["commands"] = sum(self.failed.values())
+        self.log.disconnect(self.client, counts, failed)
+
+
+# The command a reject line's stage refers to, for the disconnect line's counts.
+_REJECT_VERBS = {"MAIL": "mail", "RCPT": "rcpt", "END-OF-MESSAGE": "data"}
 
 
 def _printable(text: str) -> str:
