@@ -15,12 +15,12 @@ from mxgate.cli.manage.output import (
     NodeOpt,
     OffsetOpt,
     PatternOpt,
+    list_table,
     need_change,
     not_found,
     on_database,
     refusals,
     show_object,
-    show_page,
 )
 from mxgate.core import rules
 from mxgate.directory import manage
@@ -60,10 +60,9 @@ def list_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """List domains, in order, a page at a time."""
-    with refusals():
-        query = manage.ListQuery("domain", pattern=pattern, node=node, limit=limit, offset=offset)
-        page = on_database(config, lambda dsn: manage.list_rows(dsn, query))
-    show_page(query, page, as_json)
+    list_table(
+        config, "domain", pattern=pattern, node=node, limit=limit, offset=offset, as_json=as_json
+    )
 
 
 @app.command("show")

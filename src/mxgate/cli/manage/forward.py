@@ -23,11 +23,11 @@ from mxgate.cli.manage.output import (
     LimitOpt,
     OffsetOpt,
     PatternOpt,
+    list_table,
     not_found,
     on_database,
     refusals,
     show_object,
-    show_page,
     warn,
 )
 from mxgate.core import rules
@@ -89,17 +89,16 @@ def list_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """List forward rows, a page at a time."""
-    with refusals():
-        query = manage.ListQuery(
-            "forward",
-            pattern=pattern,
-            domain=rules.domain_name(domain) if domain is not None else None,
-            destination=to,
-            limit=limit,
-            offset=offset,
-        )
-        page = on_database(config, lambda dsn: manage.list_rows(dsn, query))
-    show_page(query, page, as_json)
+    list_table(
+        config,
+        "forward",
+        pattern=pattern,
+        domain=domain,
+        destination=to,
+        limit=limit,
+        offset=offset,
+        as_json=as_json,
+    )
 
 
 @app.command("show")

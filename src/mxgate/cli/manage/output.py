@@ -24,9 +24,9 @@ from rich.text import Text
 
 from mxgate.app import database
 from mxgate.cli.common import EXIT_USAGE, fail, settings
-from mxgate.core.rules import Refusal
+from mxgate.core.rules import Refusal, domain_name
 from mxgate.directory import DirectoryError
-from mxgate.directory.manage import LIST_COLUMNS, ListQuery, Page
+from mxgate.directory.manage import LIST_COLUMNS, ListQuery, Page, list_rows
 from mxgate.embedded import EmbeddedPostgresError
 from mxgate.passwords import PasswordError
 
@@ -85,6 +85,33 @@ def _cell(value: object) -> Text:
 
 def echo_json(document: object) -> None:
     typer.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+
+
+def list_table(
+    config: Path | None,
+    table: str,
+    *,
+    limit: int,
+    offset: int,
+    as_json: bool,
+    pattern: str | None = None,
+    domain: str | None = None,
+    node: str | None = None,
+    destination: str | None = None,
+) -> None:
+    """What every ``TABLE list`` command does: filter, fetch one page, print it."""
+    with refusals():
+        query = ListQuery(
+            table,
+            pattern=pattern,
+            domain=domain_name(domain) if domain is not None else None,
+            node=node,
+            destination=destination,
+            limit=limit,
+            offset=offset,
+        )
+        page = on_database(config, lambda dsn: list_rows(dsn, query))
+    show_page(query, page, as_json)
 
 
 def show_page(query: ListQuery, page: Page, as_json: bool) -> None:

@@ -16,12 +16,12 @@ from mxgate.cli.manage.output import (
     NodeOpt,
     OffsetOpt,
     PatternOpt,
+    list_table,
     need_change,
     not_found,
     on_database,
     refusals,
     show_object,
-    show_page,
     warn,
 )
 from mxgate.core import rules
@@ -63,17 +63,16 @@ def list_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """List relays, a page at a time."""
-    with refusals():
-        query = manage.ListQuery(
-            "relay",
-            pattern=pattern,
-            domain=rules.domain_name(domain) if domain is not None else None,
-            node=node,
-            limit=limit,
-            offset=offset,
-        )
-        page = on_database(config, lambda dsn: manage.list_rows(dsn, query))
-    show_page(query, page, as_json)
+    list_table(
+        config,
+        "relay",
+        pattern=pattern,
+        domain=domain,
+        node=node,
+        limit=limit,
+        offset=offset,
+        as_json=as_json,
+    )
 
 
 @app.command("show")
