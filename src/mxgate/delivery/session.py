@@ -22,7 +22,7 @@ import functools
 import os
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Literal
 
@@ -57,7 +57,6 @@ from .nexthop import Candidate
 from .result import Relay, malformed_reply, queue_file_error, refused_to_talk, stage_of
 
 TlsLevel = Literal["none", "may", "encrypt"]
-READ_SIZE = 65536
 BODY_CHUNK = 65536
 CLOSE_TIMEOUT = 2.0  # for QUIT's reply and the TLS close: never worth waiting longer
 
@@ -89,6 +88,111 @@ class _BodyError(Exception):
     pass
 
 
+class _Channel(asyncio.Protocol):
+    """The socket side of a session: what arrives goes straight into the
+    ``ClientConnection`` (no stream buffer in between) and wakes the one
+    coroutine waiting for it. A delivery awaits a reply three or four times
+    per message; a future and a timer per wait cost a fraction of what a
+    StreamReader read under ``wait_for`` did (a task each)."""
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self.conn = conn
+        self.transport: asyncio.Transport | None = None
+        self.eof = False  # no more data will come (EOF, error, or closed by us)
+        self.error: Exception | None = None  # how the connection was lost, if not by EOF
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiter: asyncio.Future[None] | None = None
+        self._paused = False
+        self._drained: asyncio.Future[None] | None = None
+
+    # -- asyncio.Protocol ------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.receive_data(data)
+        self._wake(self._waiter)
+
+    def eof_received(self) -> bool:
+        self._end(None)
+        return False  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(exc)
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self._wake(self._drained)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        self._wake(self._drained)
+
+    # -- for the session -------------------------------------------------
+
+    def _end(self, exc: Exception | None) -> None:
+        if not self.eof:
+            self.eof = True
+            self.error = exc
+            self.conn.receive_data(b"")
+        self._wake(self._waiter)
+
+    @staticmethod
+    def _wake(waiter: asyncio.Future[None] | None) -> None:
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def send(self, data: bytes) -> bool:
+        """Write ``data``; True when the caller must ``drain`` first before
+        writing more (the transport's buffer is above its high-water mark)."""
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("Connection lost")
+        self.transport.write(data)
+        return self._paused
+
+    async def drain(self, timeout: float) -> None:
+        while self._paused:
+            if self.transport is None or self.transport.is_closing():
+                raise ConnectionResetError("Connection lost")
+            self._drained = asyncio.get_running_loop().create_future()
+            try:
+                await _bounded(self._drained, timeout)
+            finally:
+                self._drained = None
+
+    async def wait_data(self, timeout: float) -> None:
+        """Until more data (or EOF) arrived; TimeoutError after ``timeout``
+        seconds, the OSError that broke the connection if one did."""
+        if self.eof:
+            if self.error is not None:
+                raise self.error
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await _bounded(self._waiter, timeout)
+        finally:
+            self._waiter = None
+        if self.eof and self.error is not None:
+            raise self.error
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
+
+
+async def _bounded(waiter: asyncio.Future[None], timeout: float) -> None:
+    timer = asyncio.get_running_loop().call_later(timeout, _expire, waiter)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+
+
 def _connect_failed(candidate: Candidate, reason: str) -> Deferred:
     if candidate.unix_path:  # Postfix: "connect to /path: No such file or directory"
         return Deferred(Reply(451, "4.4.1", f"connect to {candidate.unix_path}: {reason}"))
@@ -115,21 +219,19 @@ class Session:
     def __init__(
         self,
         candidate: Candidate,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        conn: ClientConnection,
+        channel: _Channel,
         timeouts: Timeouts,
     ) -> None:
         self.candidate = candidate
         self.relay = Relay(candidate.hostname, candidate.ip, candidate.port, candidate.unix_path)
         self.host, self.address = self.relay.hostname, self.relay.address
-        self.conn = conn
+        self.conn = channel.conn
         self.timeouts = timeouts
         self.tls = False
         self.transactions = 0
         self.created = time.monotonic()
         self.broken: Outcome | None = None
-        self._reader, self._writer = reader, writer
+        self._channel = channel
 
     # --- set-up ----------------------------------------------------------
 
@@ -146,12 +248,17 @@ class Session:
     ) -> Session:
         """Connect, read the greeting, EHLO/LHLO, STARTTLS as ``tls_level``
         says; raises ``SessionFailure``."""
+        conn = ClientConnection(lmtp=lmtp)
+        loop = asyncio.get_running_loop()
         try:
+            opening: Awaitable[tuple[asyncio.BaseTransport, _Channel]]
             if candidate.unix_path:
-                opening = asyncio.open_unix_connection(candidate.unix_path)
+                opening = loop.create_unix_connection(lambda: _Channel(conn), candidate.unix_path)
             else:
-                opening = asyncio.open_connection(candidate.ip, candidate.port)
-            reader, writer = await asyncio.wait_for(opening, timeouts.connect)
+                opening = loop.create_connection(
+                    lambda: _Channel(conn), candidate.ip, candidate.port
+                )
+            _transport, channel = await asyncio.wait_for(opening, timeouts.connect)
         except (TimeoutError, OSError) as err:
             if isinstance(err, TimeoutError):
                 reason = "Connection timed out"
@@ -160,7 +267,7 @@ class Session:
             failure = SessionFailure(_connect_failed(candidate, reason))
             failure.connected = False
             raise failure from None
-        session = cls(candidate, reader, writer, ClientConnection(lmtp=lmtp), timeouts)
+        session = cls(candidate, channel, timeouts)
         try:
             await session._setup(helo_name, tls_level, tls_context)
         except BaseException:
@@ -193,9 +300,16 @@ class Session:
                 await self.close()
                 raise SessionFailure(classify(answer.reply, self.relay.remote(answer.command)))
             return  # "may": carry on in plaintext on this connection
+        channel = self._channel
+        assert channel.transport is not None
         try:
-            await self._writer.start_tls(
-                tls_context or client_tls_context(), ssl_handshake_timeout=self.timeouts.command
+            # No server_hostname: no SNI, as Postfix's empty smtp_tls_servername.
+            transport = await asyncio.get_running_loop().start_tls(
+                channel.transport,
+                channel,
+                tls_context or client_tls_context(),
+                server_side=False,
+                ssl_handshake_timeout=self.timeouts.command,
             )
         except (OSError, TimeoutError) as err:  # ssl.SSLError is an OSError
             await self.close(quit=False)
@@ -203,6 +317,13 @@ class Session:
             failure = tls_handshake_failed(self.host, self.address, reason)
             # Postfix with "may" tries again in plaintext; "encrypt" defers.
             raise SessionFailure(failure, plaintext_retry=tls_level == "may") from None
+        if transport is None:  # the connection went away during the handshake
+            await self.close(quit=False)
+            raise SessionFailure(
+                tls_handshake_failed(self.host, self.address, "connection lost"),
+                plaintext_retry=tls_level == "may",
+            )
+        channel.transport = transport
         self.tls = True
         self.conn.tls_started()
         await self._hello(helo_name)
@@ -246,32 +367,37 @@ class Session:
 
     async def _flush(self, timeout: float) -> None:
         out = self.conn.data_to_send()
-        if out:
-            self._writer.write(out)
-            await asyncio.wait_for(self._writer.drain(), timeout)
+        if out and self._channel.send(out):
+            await self._channel.drain(timeout)
 
     async def _next_event(self) -> object:
+        conn, channel = self.conn, self._channel
         while True:
             # Before and after every event: the connection may have queued a
             # command of its own (HELO fallback, next RCPT without PIPELINING).
-            await self._flush(self._timeout())
-            event = self.conn.next_event()
-            await self._flush(self._timeout())
+            out = conn.data_to_send()
+            if out and channel.send(out):
+                await channel.drain(self._timeout())
+            event = conn.next_event()
+            out = conn.data_to_send()
+            if out and channel.send(out):
+                await channel.drain(self._timeout())
             if event is not NEED_DATA:
                 return event
-            data = await asyncio.wait_for(self._reader.read(READ_SIZE), self._timeout())
-            self.conn.receive_data(data)
+            await channel.wait_data(self._timeout())
 
     # --- transactions ----------------------------------------------------
 
     @property
     def usable(self) -> bool:
         """Ready for another transaction (nothing broke, still connected)."""
+        channel = self._channel
         return (
             self.broken is None
             and self.conn.state is ClientState.READY
-            and not self._writer.is_closing()
-            and not self._reader.at_eof()
+            and not channel.eof
+            and channel.transport is not None
+            and not channel.transport.is_closing()
         )
 
     async def transact(
@@ -307,18 +433,25 @@ class Session:
         return done
 
     async def _stream(self, body: BinaryIO) -> None:
-        while True:
-            try:
-                # A local spool file: a 64 KiB read does not stall the loop
-                # more than the socket write that follows it.
-                chunk = body.read(BODY_CHUNK)
-            except (OSError, SpoolError) as err:
-                raise _BodyError(str(err)) from None
-            if not chunk:
-                break
+        # The last chunk goes out with the final dot in one write (most
+        # bodies are one chunk): a chunk is written only once the next read
+        # shows that more follows.
+        chunk = self._read_body(body)
+        while chunk:
             self.conn.send_body(chunk)
-            await self._flush(self.timeouts.data)
+            chunk = self._read_body(body)
+            if chunk:
+                await self._flush(self.timeouts.data)
         self.conn.end_body()
+
+    @staticmethod
+    def _read_body(body: BinaryIO) -> bytes:
+        try:
+            # A local spool file: a 64 KiB read does not stall the loop
+            # more than the socket write that follows it.
+            return body.read(BODY_CHUNK)
+        except (OSError, SpoolError) as err:
+            raise _BodyError(str(err)) from None
 
     async def reset(self) -> bool:
         """RSET before reusing the connection: True when it answered 250."""
@@ -335,15 +468,22 @@ class Session:
     async def close(self, *, quit: bool = True) -> None:
         """QUIT (waiting briefly for its reply) and close the socket. No QUIT
         while a reply is outstanding: that conversation is broken anyway."""
+        channel = self._channel
         idle = self.conn.awaiting is None
-        if quit and idle and not self._writer.is_closing() and not self._reader.at_eof():
+        if quit and idle and not channel.eof and self.usable_transport:
             with contextlib.suppress(Exception):
                 self.conn.quit()
                 await asyncio.wait_for(self._quit(), CLOSE_TIMEOUT)
         self.conn.abort()
-        self._writer.close()
+        if channel.transport is not None:
+            channel.transport.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._writer.wait_closed(), CLOSE_TIMEOUT)
+            await asyncio.wait_for(asyncio.shield(channel.closed), CLOSE_TIMEOUT)
+
+    @property
+    def usable_transport(self) -> bool:
+        transport = self._channel.transport
+        return transport is not None and not transport.is_closing()
 
     async def _quit(self) -> None:
         while True:
@@ -351,5 +491,4 @@ class Session:
             event = self.conn.next_event()
             if event is not NEED_DATA:
                 return
-            data = await self._reader.read(READ_SIZE)
-            self.conn.receive_data(data)
+            await self._channel.wait_data(CLOSE_TIMEOUT)
