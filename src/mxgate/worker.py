@@ -118,21 +118,18 @@ async def run_worker(settings: WorkerSettings, master_fd: int | None = None) -> 
         log.line("smtpd", f"routing data from {status.source}, version {status.version}")
     spool = Spool(settings.spool_dir)
 
-    async def run_session(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await Session(
-            reader,
-            writer,
+    def new_session() -> Session:
+        return Session(
             settings.session,
             lambda: holder.current,
             spool,
             log,
-            closing=listener.closing,
             srs=srs_context,
-        ).run()
+        )
 
     listener = Listener(
         settings.endpoints,
-        run_session,
+        new_session,
         hostname=settings.session.hostname,
         per_client_limit=settings.per_client_limit,
         log=log,

@@ -3,7 +3,7 @@
 Owns accepting connections (SO_REUSEPORT, so several worker processes share a
 port and the kernel spreads clients across them), the per-client connection
 cap, the registry of live sessions, and the shutdown order: stop accepting,
-resolve ``closing`` (sessions between transactions then say 421 and hang up,
+tell every session to end (those between transactions say 421 and hang up,
 the others finish their transaction first), wait for the sessions, then cut
 the ones that outstay the grace period.
 
@@ -15,42 +15,42 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections import Counter
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 from mxgate.maillog import MailLog, client_label
+from mxgate.server.session import Session
 
-SessionRunner = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Coroutine[Any, Any, None]]
+SessionFactory = Callable[[], Session]
 
 
 class Listener:
-    """Accepts on every endpoint and runs one session task per connection."""
+    """Accepts on every endpoint; one ``Session`` protocol per connection."""
 
     def __init__(
         self,
         endpoints: list[tuple[str, int]],
-        run_session: SessionRunner,
+        new_session: SessionFactory,
         *,
         hostname: str,
         per_client_limit: int,
         log: MailLog,
     ) -> None:
         self.endpoints = endpoints
-        self.run_session = run_session
+        self.new_session = new_session
         self.hostname = hostname
         self.per_client_limit = per_client_limit
         self.log = log
         self.servers: list[asyncio.Server] = []
-        self.sessions: set[asyncio.Task[None]] = set()
+        self.sessions: set[Session] = set()
         self.per_client: Counter[str] = Counter()
-        # Done once shutdown() starts; sessions wait on it beside their socket.
-        self.closing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.closing = False
 
     async def start(self) -> None:
+        loop = asyncio.get_running_loop()
         for host, port in self.endpoints:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            server = await asyncio.start_server(
-                self._accept,
+            server = await loop.create_server(
+                self._protocol,
                 host=host,
                 port=port,
                 family=family,
@@ -68,14 +68,16 @@ class Listener:
                 result.append((str(host), int(port)))
         return result
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername") or ("unknown", 0)
-        ip = str(peer[0])
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            # Replies are small and already batched by the session (PIPELINING);
-            # Nagle would only add latency to the next reply.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def _protocol(self) -> Session:
+        session = self.new_session()
+        session.registry = self
+        session.closing = self.closing
+        return session
+
+    # -- SessionRegistry ----------------------------------------------------------
+    def admit(self, session: Session) -> bool:
+        """Sign a new connection in, or refuse it (over the per-client cap)."""
+        ip = session.client_ip
         if self.per_client_limit and self.per_client[ip] >= self.per_client_limit:
             # Postfix's smtpd_client_connection_count_limit (per worker process here).
             self.log.line(
@@ -83,47 +85,38 @@ class Listener:
                 f"warning: Connection concurrency limit exceeded: "
                 f"{self.per_client[ip] + 1} from {client_label(None, ip)} for service smtp",
             )
-            writer.write(
-                f"421 4.7.0 {self.hostname} Error: too many connections from {ip}\r\n".encode()
-            )
-            await _close(writer)
-            return
-        task = asyncio.current_task()
-        assert task is not None
-        self.sessions.add(task)
+            transport = session.transport
+            if transport is not None:
+                transport.write(
+                    f"421 4.7.0 {self.hostname} Error: too many connections from {ip}\r\n".encode()
+                )
+                transport.close()
+            return False
+        self.sessions.add(session)
         self.per_client[ip] += 1
-        try:
-            await self.run_session(reader, writer)
-        except asyncio.CancelledError:
-            if not self.closing.done():
-                raise
-            # Cut by shutdown() after the grace period: an expected end, and
-            # this task is the connection's own (nobody awaits it).
-        finally:
-            self.per_client[ip] -= 1
-            if not self.per_client[ip]:
-                del self.per_client[ip]
-            self.sessions.discard(task)
+        return True
+
+    def forget(self, session: Session) -> None:
+        if session not in self.sessions:
+            return
+        self.sessions.discard(session)
+        ip = session.client_ip
+        self.per_client[ip] -= 1
+        if not self.per_client[ip]:
+            del self.per_client[ip]
 
     async def shutdown(self, grace: float) -> None:
         """Stop accepting, ask the sessions to end, wait up to ``grace`` seconds
-        for them, then cancel them."""
+        for them, then cut them (with a 421)."""
         for server in self.servers:
             server.close()
-        if not self.closing.done():
-            self.closing.set_result(None)
+        self.closing = True
+        for session in list(self.sessions):
+            session.shutdown()
         if self.sessions:
-            _done, pending = await asyncio.wait(set(self.sessions), timeout=grace)
-            for task in pending:
-                task.cancel()
+            waiting = {session.done for session in self.sessions}
+            _done, pending = await asyncio.wait(waiting, timeout=grace)
             if pending:
-                await asyncio.wait(pending, timeout=5)
-
-
-async def _close(writer: asyncio.StreamWriter) -> None:
-    try:
-        await writer.drain()
-        writer.close()
-        await writer.wait_closed()
-    except (ConnectionError, OSError):
-        pass
+                for session in list(self.sessions):
+                    session.abort()
+                await asyncio.wait({s.done for s in self.sessions} or pending, timeout=5)

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
 
 from mxgate.core.address import AddressError, parse_path
 from mxgate.core.decision import RecipientDecision, plan_message
@@ -53,7 +55,14 @@ from mxgate.smtp import (
 )
 from mxgate.spool import Spool, SpoolError, SpoolFullError, SpoolWriter
 
-READ_SIZE = 65536
+
+class SessionRegistry(Protocol):
+    """Where sessions sign in and out (the listener: per-client caps, shutdown)."""
+
+    def admit(self, session: Session) -> bool: ...
+
+    def forget(self, session: Session) -> None: ...
+
 
 OK_SENDER = Reply(250, "2.1.0", "Ok")
 BAD_SENDER = Reply(501, "5.1.7", "Bad sender address syntax")
@@ -92,37 +101,49 @@ class Transaction:
     headers: HeaderScanner = field(default_factory=HeaderScanner)
 
 
-class Session:
-    """Drives one connection from greeting to close."""
+class Session(asyncio.Protocol):
+    """One connection, from greeting to close, as an asyncio protocol.
+
+    A protocol rather than streams: the events of one read are handled in the
+    ``data_received`` call that brought them and their replies leave in one
+    write, with no task, future or timer made per command (streams with
+    ``wait_for`` cost several of each per read; on the hot path that was most
+    of a worker's CPU). Only the end of DATA waits (for the spool's commit):
+    reading pauses, and the rest of the pipeline is taken up once the reply
+    is out.
+    """
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
         settings: SessionSettings,
         snapshot: Callable[[], RoutingData | None],
         spool: Spool,
         log: MailLog,
-        closing: asyncio.Future[None] | None = None,
         srs: Callable[[], SrsContext | None] | None = None,
+        registry: SessionRegistry | None = None,
     ) -> None:
         self.srs = srs  # SRS settings, keys and time for one RCPT; None: SRS off
-        self.reader = reader
-        self.writer = writer
         self.settings = settings
         self.snapshot = snapshot
         self.spool = spool
         self.log = log
-        self.closing = closing
-        peer = writer.get_extra_info("peername") or ("unknown", 0)
-        self.client_ip = str(peer[0])
+        self.registry = registry
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = "unknown"
         self.client = client_label(None, self.client_ip)
         self.helo = ""
         self.esmtp = False
         self.counts: Counter[str] = Counter()
         self.failed: Counter[str] = Counter()  # refused commands, per verb
         self.tx: Transaction | None = None
-        self._outgoing = bytearray()
+        self.closing = False  # the worker shuts down: end between transactions
+        self.done: asyncio.Future[None] = self.loop.create_future()
+        self._busy: asyncio.Task[None] | None = None  # commit or TLS hand-off in progress
+        self._paused: set[str] = set()  # why reading is paused: "busy", "write"
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._ended = False
         self.conn = ServerConnection(
             settings.hostname,
             banner=settings.banner,
@@ -132,45 +153,108 @@ class Session:
             hard_error_limit=settings.hard_error_limit,
         )
 
-    # -- the loop ---------------------------------------------------------
-    async def run(self) -> None:
+    # -- asyncio.Protocol ---------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername") or ("unknown", 0)
+        self.client_ip = str(peer[0])
+        self.client = client_label(None, self.client_ip)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Replies are small and already batched per read (PIPELINING);
+            # Nagle would only add latency to the next reply.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.registry is not None and not self.registry.admit(self):
+            self._ended = True
+            return
         self.log.connect(self.client)
-        try:
-            await self._loop()
-        except (ConnectionError, OSError, asyncio.IncompleteReadError):
-            self.log.line("smtpd", f"lost connection from {self.client}")
-        except asyncio.CancelledError:
-            # Cut at the end of the shutdown grace period: say so if we can.
+        if self.closing:
             self.conn.close(shutting_down(self.settings.hostname))
-            with contextlib.suppress(ConnectionError, OSError, RuntimeError):
-                self._write(self.conn.data_to_send())
-                self.writer.write(bytes(self._outgoing))
-            raise
-        finally:
-            self._drop_transaction()
-            self.writer.close()
-            with contextlib.suppress(ConnectionError, OSError, ssl.SSLError):
-                await self.writer.wait_closed()
+        self._process()
 
-    async def _loop(self) -> None:
+    def data_received(self, data: bytes) -> None:
+        if self._ended:
+            return
+        self.conn.receive_data(data)
+        self._touch()
+        if self._busy is None:
+            self._process()
+
+    def eof_received(self) -> bool | None:
+        if not self._ended:
+            self.conn.receive_data(b"")
+            if self._busy is None:
+                self._process()
+        # Keep our side open: a commit in flight still owes the client its reply;
+        # the conversation's end closes the transport.
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._ended:
+            # Reset or gone without a proper end: ServerConnection words it
+            # ("lost connection after DATA from ..."). With a commit in flight,
+            # _after_wait ends the session once the commit is decided.
+            self.conn.receive_data(b"")
+            if self._busy is None:
+                self._process()
+        self._cancel_timer()
+        if self.registry is not None:
+            self.registry.forget(self)
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def pause_writing(self) -> None:
+        # The client does not read its replies: stop reading its commands.
+        self._pause("write")
+
+    def resume_writing(self) -> None:
+        self._resume("write")
+
+    # -- shutting down (called by the listener) -----------------------------
+    def shutdown(self) -> None:
+        """The worker stops: end now between transactions (421), else after
+        the transaction in progress (RFC 5321 3.8)."""
+        self.closing = True
+        if self.transport is not None and self._busy is None and self.tx is None:
+            self.conn.close(shutting_down(self.settings.hostname))
+            self._process()
+
+    def abort(self) -> None:
+        """Cut the connection (end of the shutdown grace period), saying so."""
+        if self._busy is not None:
+            self._busy.cancel()
+        self.conn.close(shutting_down(self.settings.hostname))
+        self._send(self.conn.data_to_send())
+        self._end()
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- the event loop of the conversation ---------------------------------
+    def _process(self) -> None:
+        """Handle every event the bytes so far allow; send the replies once."""
         conn = self.conn
+        out: list[bytes] = []
         while True:
             event = conn.next_event()
             if event is NEED_DATA:
-                await self._flush()
-                await self._receive()
-                continue
+                if self.closing and self.tx is None:
+                    conn.close(shutting_down(self.settings.hostname))
+                    continue
+                break
             if isinstance(event, RcptTo):
-                self._write(conn.send(self._on_rcpt(event)))
+                out.append(conn.send(self._on_rcpt(event)))
             elif isinstance(event, DataChunk):
                 self._on_chunk(event.data)
             elif isinstance(event, MailFrom):
-                self._write(conn.send(self._on_mail(event)))
+                out.append(conn.send(self._on_mail(event)))
             elif isinstance(event, DataStart):
                 self._on_data_start()
             elif isinstance(event, DataEnd):
-                reply = await self._on_data_end(event)
-                self._write(conn.send(reply))
+                self._send(b"".join(out) + conn.data_to_send())
+                self._wait(self._finish_data(event))
+                return
             elif isinstance(event, Helo):
                 self.counts["ehlo" if event.extended else "helo"] += 1
                 self.helo = _printable(event.name)
@@ -183,7 +267,9 @@ class Session:
                 self._drop_transaction()
             elif isinstance(event, StartTls):
                 self.counts["starttls"] += 1
-                await self._start_tls()
+                self._send(b"".join(out) + conn.data_to_send())
+                self._wait(self._start_tls())
+                return
             elif isinstance(event, ProtocolViolation):
                 verb = event.command.lower() or "unknown"
                 self.counts[verb] += 1
@@ -191,50 +277,112 @@ class Session:
             elif isinstance(event, Quit):
                 self.counts["quit"] += 1
             elif isinstance(event, ConnectionClosed):
-                await self._flush()
+                self._send(b"".join(out) + conn.data_to_send())
                 self._log_close(event)
+                self._end()
+                if self.transport is not None:
+                    self.transport.close()
                 return
             else:
                 self.counts[type(event).__name__.lower()] += 1
+        self._send(b"".join(out) + conn.data_to_send())
+        self._arm_timer()
 
-    async def _receive(self) -> None:
+    def _wait(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` (commit, TLS hand-off) with reading paused, then go on."""
+        self._pause("busy")
+        self._cancel_timer()
+        self._busy = self.loop.create_task(work)
+        self._busy.add_done_callback(self._after_wait)
+
+    def _after_wait(self, task: asyncio.Task[None]) -> None:
+        self._busy = None
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:
+            if not isinstance(error, ConnectionError | OSError | ssl.SSLError):
+                self.log.line("smtpd", f"error: session with {self.client}: {error!r}")
+            self._end()
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        if self.transport is None or self.transport.is_closing():
+            if not self._ended:
+                self.log.line("smtpd", f"lost connection from {self.client}")
+                self._end()
+            return
+        self._resume("busy")
+        self._touch()
+        self._process()
+
+    async def _finish_data(self, event: DataEnd) -> None:
+        reply = await self._on_data_end(event)
+        self._send(self.conn.send(reply))
+
+    def _send(self, data: bytes) -> None:
+        transport = self.transport
+        if data and transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    def _end(self) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._cancel_timer()
+        self._drop_transaction()
+
+    # -- flow control and the idle timer -------------------------------------
+    def _pause(self, why: str) -> None:
+        if not self._paused and self.transport is not None:
+            with contextlib.suppress(RuntimeError, AttributeError):
+                self.transport.pause_reading()
+        self._paused.add(why)
+
+    def _resume(self, why: str) -> None:
+        self._paused.discard(why)
+        if not self._paused and self.transport is not None and not self.transport.is_closing():
+            with contextlib.suppress(RuntimeError, AttributeError):
+                self.transport.resume_reading()
+
+    def _touch(self) -> None:
         timeout = self.conn.want_timer
-        closing = self.closing
-        if closing is not None and self.tx is None:
-            # Between transactions: a shutdown ends the session now.
-            if not closing.done():
-                read = asyncio.ensure_future(self.reader.read(READ_SIZE))
-                await asyncio.wait(
-                    (read, closing), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-                if read.done():
-                    self.conn.receive_data(read.result())
-                    return
-                read.cancel()  # what the client sent meanwhile stays in the reader
-            if closing.done():
-                self.conn.close(shutting_down(self.settings.hostname))
-            else:
-                self.conn.timed_out()
-            return
-        try:
-            data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout)
-        except TimeoutError:
-            self.conn.timed_out()
-            return
-        self.conn.receive_data(data)
+        self._deadline = None if timeout is None else self.loop.time() + timeout
 
-    def _write(self, data: bytes) -> None:
-        # Replies are collected and sent by _flush, once per read: a pipelined
-        # batch of commands costs one send(), not one per reply (RFC 2920).
-        if data:
-            self._outgoing += data
+    def _arm_timer(self) -> None:
+        # One timer per session, moved lazily: a read only updates the deadline,
+        # the timer re-arms itself when it fires early.
+        if self._deadline is None:
+            self._touch()
+        if self._timer is None and self._deadline is not None and not self._ended:
+            self._timer = self.loop.call_at(self._deadline, self._on_timer)
 
-    async def _flush(self) -> None:
-        self._write(self.conn.data_to_send())
-        if self._outgoing:
-            self.writer.write(bytes(self._outgoing))
-            self._outgoing.clear()
-        await self.writer.drain()
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._ended or self._busy is not None or self._deadline is None:
+            return
+        if self.loop.time() < self._deadline:
+            self._timer = self.loop.call_at(self._deadline, self._on_timer)
+            return
+        self.conn.timed_out()
+        if "write" in self._paused and self.transport is not None:
+            # A client that neither reads nor writes: nothing more can reach it.
+            self._log_close_now()
+            return
+        self._process()
+
+    def _log_close_now(self) -> None:
+        event = self.conn.next_event()
+        if isinstance(event, ConnectionClosed):
+            self._log_close(event)
+        self._end()
+        if self.transport is not None:
+            self.transport.abort()
 
     # -- MAIL and RCPT ----------------------------------------------------
     def _on_mail(self, event: MailFrom) -> Reply:
@@ -363,19 +511,21 @@ class Session:
 
     # -- TLS --------------------------------------------------------------
     async def _start_tls(self) -> None:
-        await self._flush()
         context = self.settings.tls
+        transport = self.transport
         assert context is not None, "STARTTLS is only offered with a certificate"
-        # Plaintext pipelined after STARTTLS sits in the reader's buffer: drop it
-        # (RFC 3207 section 4.2; CVE-2011-0411, the command injection attack).
-        buffered = len(self.reader._buffer)  # type: ignore[attr-defined]
-        if buffered:
-            await self.reader.readexactly(buffered)
+        assert transport is not None
+        # Plaintext the client pipelined after STARTTLS never reaches the
+        # protocol: ServerConnection drops what it holds (RFC 3207 4.2;
+        # CVE-2011-0411) and reading stays paused until the hand-off.
         try:
-            await self.writer.start_tls(context)
+            tls = await self.loop.start_tls(transport, self, context, server_side=True)
         except (ssl.SSLError, ConnectionError, OSError) as exc:
             self.log.line("smtpd", f"SSL_accept error from {self.client}: {exc}")
             raise ConnectionError("TLS handshake failed") from exc
+        if tls is None:
+            raise ConnectionError("TLS handshake failed")
+        self.transport = tls
         self.conn.tls_established()
 
     # -- logging ----------------------------------------------------------
