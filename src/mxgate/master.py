@@ -75,6 +75,22 @@ async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
     )
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGUSR1, manager.wake)
+
+    def journal_tick(segment: str, durable: int, sealed: bool) -> None:
+        if spool.feed_journal(segment, durable, sealed):
+            manager.wake()
+
+    def worker_gone(segments: list[str]) -> None:
+        # Its last frames may lack a tick (a crash between fdatasync and the
+        # tick): take every complete frame. Frames never acknowledged may be
+        # among them: delivered anyway (at-least-once), never lost.
+        for segment in segments:
+            with contextlib.suppress(OSError):
+                size = (settings.spool_dir / "journal" / segment).stat().st_size
+                journal_tick(segment, size, True)
+
+    supervisor.on_journal = journal_tick
+    supervisor.on_worker_gone = worker_gone
     settings.pid_file.parent.mkdir(parents=True, exist_ok=True)
     settings.pid_file.write_text(f"{os.getpid()}\n")
     stop = asyncio.Event()

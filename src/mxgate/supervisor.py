@@ -14,6 +14,9 @@ Each worker gets one end of a socket pair as ``--master-fd N``: it writes
 ``READY`` there once it listens, and it sees end-of-file there when the master
 is gone (kill -9), so that no orphaned worker keeps accepting beside the
 workers of a restarted master (Postfix's master status pipe, in one socket).
+Then it writes journal ticks there, ``J <segment> <offset> <sealed>`` lines
+(see spool/journal.py), which go to ``on_journal``; when a worker exits, its
+segments are handed over whole (``on_worker_gone``).
 
 Never speaks SMTP and never reads the settings: it runs the command it is given.
 """
@@ -43,7 +46,12 @@ class Supervisor:
         env: dict[str, str],
         log: Callable[[str], None],
         check_reload: Callable[[], str | None] | None = None,
+        on_journal: Callable[[str, int, bool], None] | None = None,
+        on_worker_gone: Callable[[list[str]], None] | None = None,
     ) -> None:
+        self.on_journal = on_journal
+        self.on_worker_gone = on_worker_gone
+        self._segments: dict[int, set[str]] = {}  # journal segments per worker
         self.command = list(command)
         self.count = count
         self.env = env
@@ -53,6 +61,7 @@ class Supervisor:
         # Resolved True when the worker says it listens, False if it goes first.
         self._ready: dict[int, asyncio.Future[bool]] = {}
         self._channels: dict[int, socket.socket] = {}
+        self._buffers: dict[int, tuple[bytearray, asyncio.Future[bool]]] = {}
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         ours, theirs = socket.socketpair()  # neither end is inherited by default
@@ -70,40 +79,85 @@ class Supervisor:
             theirs.close()
         self.workers[proc.pid] = proc
         self._channels[proc.pid] = ours
-        self._ready[proc.pid] = self._watch_ready(ours)
+        self._segments[proc.pid] = set()
+        self._ready[proc.pid] = self._watch_channel(proc.pid, ours)
         return proc
 
-    def _watch_ready(self, channel: socket.socket) -> asyncio.Future[bool]:
+    def _watch_channel(self, pid: int, channel: socket.socket) -> asyncio.Future[bool]:
         loop = asyncio.get_running_loop()
         ready: asyncio.Future[bool] = loop.create_future()
         channel.setblocking(False)
         received = bytearray()
 
         def readable() -> None:
-            try:
-                data = channel.recv(64)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
+            data, eof = self._drain(channel)
             received.extend(data)
-            if not data or READY in received:
+            self._lines(pid, received, ready)
+            if eof:
                 loop.remove_reader(channel)
                 if not ready.done():
-                    ready.set_result(bool(data))
+                    ready.set_result(False)
 
         loop.add_reader(channel, readable)
+        self._buffers[pid] = (received, ready)
         return ready
 
+    @staticmethod
+    def _drain(channel: socket.socket) -> tuple[bytes, bool]:
+        """What the worker wrote so far, and whether it reached end of file."""
+        chunks: list[bytes] = []
+        while True:
+            try:
+                data = channel.recv(65536)
+            except BlockingIOError:
+                return b"".join(chunks), False
+            except OSError:
+                data = b""
+            if not data:
+                return b"".join(chunks), True
+            chunks.append(data)
+
+    def _lines(self, pid: int, received: bytearray, ready: asyncio.Future[bool]) -> None:
+        while True:
+            end = received.find(b"\n")
+            if end < 0:
+                return
+            line = bytes(received[:end])
+            del received[: end + 1]
+            if line == READY.strip():
+                if not ready.done():
+                    ready.set_result(True)
+            elif line.startswith(b"J ") and self.on_journal is not None:
+                parts = line.split()
+                if len(parts) == 4 and parts[2].isdigit():
+                    name = parts[1].decode("ascii", "replace")
+                    sealed = parts[3] == b"1"
+                    segments = self._segments.setdefault(pid, set())
+                    if sealed:
+                        segments.discard(name)
+                    else:
+                        segments.add(name)
+                    self.on_journal(name, int(parts[2]), sealed)
+
     def _forget(self, pid: int) -> None:
-        """Drop what we keep for an exited worker (its channel, its readiness)."""
+        """Drop what we keep for an exited worker (its channel, its readiness),
+        after reading the last of its ticks."""
         channel = self._channels.pop(pid, None)
         if channel is not None:
             asyncio.get_running_loop().remove_reader(channel)
+            buffered = self._buffers.get(pid)
+            if buffered is not None:
+                received, ready = buffered
+                received.extend(self._drain(channel)[0])
+                self._lines(pid, received, ready)
             channel.close()
-        ready = self._ready.pop(pid, None)
-        if ready is not None and not ready.done():
-            ready.set_result(False)
+        self._buffers.pop(pid, None)
+        segments = self._segments.pop(pid, set())
+        if segments and self.on_worker_gone is not None:
+            self.on_worker_gone(sorted(segments))
+        readiness = self._ready.pop(pid, None)
+        if readiness is not None and not readiness.done():
+            readiness.set_result(False)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()

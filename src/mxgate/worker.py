@@ -55,6 +55,45 @@ class MasterChannel:
         self.on_gone = on_gone
         self.loop = asyncio.get_running_loop()
         self.loop.add_reader(self.sock, self._readable)
+        # Journal ticks not sent yet (socket buffer full), latest per segment:
+        # a later tick of a segment covers the earlier ones.
+        self._ticks: dict[str, tuple[int, bool]] = {}
+        self._waiting_writable = False
+
+    def tick(self, segment: str, durable: int, sealed: bool) -> None:
+        """Tell the master that ``segment`` is durable up to ``durable``."""
+        previous = self._ticks.get(segment)
+        self._ticks[segment] = (durable, sealed or (previous is not None and previous[1]))
+        self._send_ticks()
+
+    def _send_ticks(self) -> None:
+        while self._ticks:
+            segment, (durable, sealed) = next(iter(self._ticks.items()))
+            line = f"J {segment} {durable} {int(sealed)}\n".encode("ascii")
+            try:
+                sent = self.sock.send(line)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._ticks.clear()  # the master is gone: _readable stops us
+                return
+            if sent != len(line):
+                # A stream socket may take part of a line; the master's parser
+                # would see a broken line. The lines are far below the buffer
+                # size, so this only happens with a full buffer: wait for room.
+                if sent:
+                    self._ticks.clear()  # cannot happen in practice; never send half lines
+                    return
+                if not self._waiting_writable:
+                    self._waiting_writable = True
+                    self.loop.add_writer(self.sock, self._writable)
+                return
+            del self._ticks[segment]
+
+    def _writable(self) -> None:
+        self._waiting_writable = False
+        self.loop.remove_writer(self.sock)
+        self._send_ticks()
 
     def _readable(self) -> None:
         try:
@@ -73,6 +112,15 @@ class MasterChannel:
             self.sock.send(READY)
 
     def close(self) -> None:
+        if self._ticks:
+            # Last ticks (the sealing of our segment) must reach the master.
+            self.sock.setblocking(True)
+            self.sock.settimeout(5)
+            for segment, (durable, sealed) in self._ticks.items():
+                with contextlib.suppress(OSError):
+                    self.sock.sendall(f"J {segment} {durable} {int(sealed)}\n".encode("ascii"))
+        if self._waiting_writable:
+            self.loop.remove_writer(self.sock)
         self.loop.remove_reader(self.sock)
         self.sock.close()
 
@@ -116,7 +164,14 @@ async def run_worker(settings: WorkerSettings, master_fd: int | None = None) -> 
         log.line("smtpd", f"warning: no routing data ({status.last_error}); answering 451 4.3.0")
     else:
         log.line("smtpd", f"routing data from {status.source}, version {status.version}")
-    spool = Spool(settings.spool_dir)
+    # Small messages go to this worker's journal segment; the master hears of
+    # each durable batch through the channel. Without a master (a worker run on
+    # its own) the journal is read at the next start of serve.
+    spool = Spool(
+        settings.spool_dir,
+        journal=True,
+        notify=master.tick if master is not None else None,
+    )
 
     def new_session() -> Session:
         return Session(

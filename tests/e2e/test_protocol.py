@@ -21,6 +21,7 @@ from tests.e2e.gateway import (
     new_messages,
     running_gateway,
     split_received,
+    wait_until,
 )
 
 SIZE_LIMIT = 100_000
@@ -225,10 +226,11 @@ def test_body_over_the_limit_is_refused_at_end_of_data(gateway: Gateway) -> None
         since=mark,
     )
     # Nothing of the refused message stays behind, not even in tmp/ or data/.
-    assert not list((gateway.spool_dir / "tmp").iterdir())
-    assert sorted(p.name for p in (gateway.spool_dir / "data").iterdir()) == sorted(
-        gateway.messages()
-    )
+    # (The queue manager may be writing a deferral out through tmp/ right now.)
+    wait_until(lambda: not list((gateway.spool_dir / "tmp").iterdir()), 10)
+    # Small messages live in the journal rather than data/: every body file left
+    # belongs to a message in the queue.
+    assert {p.name for p in (gateway.spool_dir / "data").iterdir()} <= set(gateway.messages())
 
 
 # -- lines, sequence, QUIT ------------------------------------------------------------

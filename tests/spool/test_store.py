@@ -30,7 +30,17 @@ def spool(tmp_path: Path):
 
 def test_layout_is_created(spool: Spool) -> None:
     names = {p.name for p in spool.layout.root.iterdir()}
-    assert names == {"tmp", "data", "incoming", "active", "deferred", "hold", "corrupt", "lock"}
+    assert names == {
+        "tmp",
+        "data",
+        "incoming",
+        "active",
+        "deferred",
+        "hold",
+        "corrupt",
+        "journal",
+        "lock",
+    }
 
 
 def test_round_trip(spool: Spool) -> None:

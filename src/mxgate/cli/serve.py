@@ -51,8 +51,8 @@ def serve(config: ConfigOption = None) -> None:
         fail(f"cannot open the spool {cfg.spool_dir}: {exc}")
     _say(
         f"spool {cfg.spool_dir}: {report.messages} message(s) queued, "
-        f"{len(report.requeued)} returned from active/, {len(report.corrupt)} corrupt, "
-        f"{report.tmp_removed} unfinished file(s) removed"
+        f"{len(report.requeued)} returned from active/ or the journal, "
+        f"{len(report.corrupt)} corrupt, {report.tmp_removed} unfinished file(s) removed"
     )
     with database(cfg, prepare=True) as dsn:
         env = dict(os.environ, MXGATE_DATABASE_URL=dsn)

@@ -26,6 +26,7 @@ recipient states already, because the queue manager updates before removing).
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +44,14 @@ from mxgate.spool.errors import (
     from_os_error,
 )
 from mxgate.spool.format import Record, encode
+from mxgate.spool.journal import JournalCommitter, JournalWriter, Notify
+from mxgate.spool.journal_index import (
+    JournalIndex,
+    find_body,
+    journal_dir,
+    list_journal,
+    recover_journal,
+)
 from mxgate.spool.layout import LIVE_QUEUES, Layout, Queue, QueueIdSource, is_queue_id
 from mxgate.spool.recovery import RecoveryReport
 from mxgate.spool.writer import SpoolWriter
@@ -85,13 +94,17 @@ class Spool:
         ids: QueueIdSource | None = None,
         max_batch: int = 512,
         fsync_threads: int = DEFAULT_FSYNC_THREADS,
+        journal: bool = False,
+        notify: Notify | None = None,
     ) -> None:
+        """``journal``: commit small messages to this process's journal segment
+        (the SMTP workers); ``notify`` is told of every durable batch."""
         self.layout = Layout(path)
         self._fs = fs or fsio.FileSystem()
         self._ids = ids or QueueIdSource()
         self._writers: set[SpoolWriter] = set()
         try:
-            for directory in self.layout.all_dirs():
+            for directory in (*self.layout.all_dirs(), journal_dir(self.layout)):
                 self._fs.mkdir(directory)
             self._lock_fd = os.open(self.layout.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as err:
@@ -100,6 +113,12 @@ class Spool:
         self.committer = GroupCommitter(
             self._fs, self.layout, max_batch=max_batch, fsync_threads=fsync_threads
         )
+        self.journal: JournalCommitter | None = None
+        if journal:
+            writer = JournalWriter(journal_dir(self.layout), self._ids.new)
+            self.journal = JournalCommitter(writer, notify)
+        # Messages that reached this process through journal ticks (the queue manager).
+        self.journal_index = JournalIndex(self.layout, self._fs)
 
     def close(self) -> None:
         """Stop the commit threads and release the lock. Open writers are aborted."""
@@ -107,6 +126,9 @@ class Spool:
             for writer in list(self._writers):
                 writer.abort()
         finally:
+            if self.journal is not None:
+                self.journal.close()
+            self.journal_index.close()
             self.committer.close()
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)  # releases the flock
@@ -144,7 +166,12 @@ class Spool:
             ):
                 raise SpoolError(f"{queue_id}: queue id already in use")
         writer = SpoolWriter(
-            self._fs, self.layout, self.committer, queue_id or self._ids.new(), self._forget
+            self._fs,
+            self.layout,
+            self.committer,
+            queue_id or self._ids.new(),
+            self._forget,
+            journal=self.journal,
         )
         self._writers.add(writer)
         return writer
@@ -160,7 +187,15 @@ class Spool:
             names = self._fs.listdir(self.layout.queue_dir(queue))
         except OSError as err:
             raise from_os_error(err, f"list {queue.value}/") from err
-        return sorted(name for name in names if is_queue_id(name))
+        found = [name for name in names if is_queue_id(name)]
+        if queue is Queue.INCOMING and self.journal_index.waiting:
+            found.extend(self.journal_index.waiting)
+        return sorted(found)
+
+    def feed_journal(self, segment: str, durable: int, sealed: bool) -> int:
+        """A worker's tick: ``segment`` is durable up to ``durable``. The new
+        messages join incoming (see ``scan``); their number."""
+        return self.journal_index.feed(segment, durable, sealed)
 
     def locate(self, queue_id: str) -> Queue | None:
         """Which live queue holds ``queue_id``, None if none does."""
@@ -171,6 +206,9 @@ class Spool:
 
     def load(self, queue_id: str, queue: Queue | None = None) -> QueuedMessage:
         """Read one record. MessageNotFoundError, SpoolCorruptError, SpoolError."""
+        journal = self.journal_index.record(queue_id)
+        if journal is not None and queue in (None, Queue.ACTIVE):
+            return self._message(journal, Queue.ACTIVE)
         if queue is None:
             queue = self.locate(queue_id)
             if queue is None:
@@ -179,9 +217,18 @@ class Spool:
 
     def open_body(self, queue_id: str) -> BinaryIO:
         """The body for reading (stream it; it can be large). Close it when done."""
+        if queue_id in self.journal_index:
+            # Journal messages are small (the writer keeps big ones out).
+            try:
+                return io.BytesIO(self.journal_index.body(queue_id))
+            except (KeyError, OSError):
+                pass  # written out meanwhile: read the file
         try:
             return open(self.layout.body(queue_id), "rb")
         except FileNotFoundError:
+            body = find_body(self.layout, queue_id)  # another process's journal message
+            if body is not None:
+                return io.BytesIO(body)
             raise MessageNotFoundError(f"{queue_id}: no body") from None
         except OSError as err:
             raise from_os_error(err, f"{queue_id}: open body") from err
@@ -189,8 +236,26 @@ class Spool:
     def list_all(self, *, include_corrupt: bool = True) -> Iterator[QueueEntry]:
         """Every record of every queue, for ``mxgate queue list`` (reads each record)."""
         queues = (*LIVE_QUEUES, Queue.CORRUPT) if include_corrupt else LIVE_QUEUES
+        listed: set[str] = set()
+        for item in list_journal(self.layout):
+            # In the journal: being delivered (or just accepted): active.
+            if isinstance(item[0], Record):
+                record, size = item
+                assert isinstance(size, int)
+                listed.add(record.envelope.queue_id)
+                yield QueueEntry(
+                    record.envelope.queue_id,
+                    Queue.ACTIVE,
+                    QueuedMessage(record.envelope, Queue.ACTIVE, size),
+                )
+            else:
+                queue_id, problem = item
+                assert isinstance(queue_id, str) and isinstance(problem, str)
+                yield QueueEntry(queue_id, Queue.ACTIVE, None, problem)
         for queue in queues:
             for queue_id in self.scan(queue):
+                if queue_id in listed:
+                    continue  # written out from the journal while we listed
                 try:
                     message = self._message(self._read(queue, queue_id), queue)
                 except MessageNotFoundError:
@@ -208,6 +273,11 @@ class Spool:
         A record that does not decode is moved to corrupt/ (with a log line) and
         SpoolCorruptError raised.
         """
+        if source is Queue.INCOMING and queue_id in self.journal_index.waiting:
+            record = self.journal_index.claim(queue_id)
+            if record is None:
+                return None
+            return self._message(record, Queue.ACTIVE)
         try:
             self._fs.rename(
                 self.layout.record(source, queue_id), self.layout.record(Queue.ACTIVE, queue_id)
@@ -228,6 +298,12 @@ class Spool:
         The body and its checksum are kept; only the record is rewritten.
         """
         queue_id = envelope.queue_id
+        journal = self.journal_index.record(queue_id)
+        if journal is not None and queue is Queue.ACTIVE:
+            # Still in the journal: the new state goes to ordinary queue files.
+            record = Record(envelope, journal.body_size, journal.body_sha256)
+            self.journal_index.materialize(record, Queue.ACTIVE)
+            return
         old = self._read(queue, queue_id)
         data = encode(Record(envelope, old.body_size, old.body_sha256))
         try:
@@ -238,6 +314,10 @@ class Spool:
     def move(self, queue_id: str, source: Queue, target: Queue) -> None:
         """Durably move a record between queues (defer, hold, release, requeue)."""
         if source is target:
+            return
+        journal = self.journal_index.record(queue_id)
+        if journal is not None and source is Queue.ACTIVE:
+            self.journal_index.materialize(journal, target)
             return
         try:
             fsio.move(
@@ -250,6 +330,9 @@ class Spool:
 
     def remove(self, queue_id: str, queue: Queue) -> None:
         """Delete a message: the record first (the message is gone), then the body."""
+        if queue is Queue.ACTIVE and queue_id in self.journal_index:
+            self.journal_index.done(queue_id)
+            return
         try:
             self._fs.unlink(self.layout.record(queue, queue_id))
         except FileNotFoundError:
@@ -269,7 +352,8 @@ class Spool:
     def recover(self, *, verify_bodies: bool = False) -> RecoveryReport:
         """Bring the spool to a clean state after a crash; call before serving.
 
-        Deletes tmp/ (never acknowledged), returns active/ to incoming/ (a crash
+        Writes unfinished journal frames out to incoming/ (counted in
+        ``requeued``), deletes tmp/ (never acknowledged), returns active/ to incoming/ (a crash
         during delivery means delivering again: at-least-once), moves torn or
         unreadable records, and records whose body is missing or of the wrong
         size (or, with ``verify_bodies``, checksum), to corrupt/, and deletes
@@ -285,7 +369,13 @@ class Spool:
             fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
             raise SpoolBusyError(f"{self.layout.root} is in use by another process") from None
         try:
-            return recovery.recover(self._fs, self.layout, verify_bodies=verify_bodies)
+            # Journal frames first: written out to incoming/, they are then
+            # checked like every other queue file.
+            journal = recover_journal(self._fs, self.layout)
+            report = recovery.recover(self._fs, self.layout, verify_bodies=verify_bodies)
+            # Unfinished journal frames were accepted or in delivery: like active/.
+            report.requeued.extend(journal.queue_ids)
+            return report
         except OSError as err:
             raise from_os_error(err, "recover") from err
         finally:

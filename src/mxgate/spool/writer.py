@@ -26,6 +26,7 @@ from mxgate.spool.commit import GroupCommitter, PendingCommit, commit_batch
 from mxgate.spool.errors import SpoolError, from_os_error
 from mxgate.spool.format import Record, encode
 from mxgate.spool.fsio import FileSystem, close_quietly, tmp_name, unlink_quietly, write_all
+from mxgate.spool.journal import JournalCommitter, frame
 from mxgate.spool.layout import Layout
 
 BUFFER_SIZE = 64 * 1024
@@ -50,8 +51,10 @@ class SpoolWriter:
         committer: GroupCommitter,
         queue_id: str,
         on_done: Callable[[SpoolWriter], None],
+        journal: JournalCommitter | None = None,
     ) -> None:
         self.queue_id = queue_id
+        self._journal = journal
         self._fs = fs
         self._layout = layout
         self._committer = committer
@@ -82,10 +85,30 @@ class SpoolWriter:
 
         When this returns the message is on stable storage in incoming/ and may
         be acknowledged. Raises SpoolFullError / SpoolError after removing it.
+
+        With a journal, a body that never left the write buffer goes there (one
+        append and a shared fdatasync); bigger ones become files as before.
         """
+        if self._journal is not None and self._fd is None:
+            await self._commit_journal(self._journal, envelope)
+            return
         item = self._prepare(envelope)
         try:
             await self._committer.commit(item)
+        except BaseException:
+            self._finish(_State.ABORTED)
+            raise
+        self._finish(_State.COMMITTED)
+
+    async def _commit_journal(self, journal: JournalCommitter, envelope: Envelope) -> None:
+        self._require_open()
+        self._check_envelope(envelope)
+        body = bytes(self._buffer)
+        record = encode(Record(envelope, self._size, self._hash.hexdigest()))
+        self._buffer = bytearray()
+        self._state = _State.COMMITTING
+        try:
+            await journal.commit(self.queue_id, frame(self.queue_id, record, body))
         except BaseException:
             self._finish(_State.ABORTED)
             raise
@@ -149,10 +172,7 @@ class SpoolWriter:
     def _prepare(self, envelope: Envelope) -> PendingCommit:
         """Hand everything over to the committer; nothing is written here."""
         self._require_open()
-        if envelope.queue_id != self.queue_id:
-            raise ValueError(f"envelope of {envelope.queue_id} given to {self.queue_id}")
-        if not envelope.recipients:
-            raise ValueError(f"{self.queue_id}: an envelope needs at least one recipient")
+        self._check_envelope(envelope)
         record = encode(Record(envelope, self._size, self._hash.hexdigest()))
         item = PendingCommit(
             queue_id=self.queue_id,
@@ -166,6 +186,12 @@ class SpoolWriter:
         self._buffer = bytearray()
         self._state = _State.COMMITTING
         return item
+
+    def _check_envelope(self, envelope: Envelope) -> None:
+        if envelope.queue_id != self.queue_id:
+            raise ValueError(f"envelope of {envelope.queue_id} given to {self.queue_id}")
+        if not envelope.recipients:
+            raise ValueError(f"{self.queue_id}: an envelope needs at least one recipient")
 
     def _finish(self, state: _State) -> None:
         self._state = state

@@ -1,0 +1,331 @@
+"""The queue manager's view of the journal, and turning journal frames into queue files.
+
+Owns, in the process that delivers (the master), the messages that arrived
+through the journal (``journal.py``) and are not finished yet: which frame
+holds each one, which were handed out for delivery, and which segments can go.
+A message leaves the index in one of two ways:
+
+- finished (every recipient final): its id is appended to ``<SEGMENT>.done``
+  (no fsync: if a crash loses the line, the message is delivered again, the
+  at-least-once rule that Postfix also follows for its deletes); a segment
+  that is sealed and whose frames are all done is deleted;
+- still to retry, or held: it is *materialized*, written out as the ordinary
+  body file and record (``data/`` and a queue directory, fsynced), and then
+  marked done in its segment. From then on it is an ordinary queue file.
+
+Also owns recovery of the journal at start (before any worker runs): every
+frame not listed as done is materialized into ``incoming/``; a torn tail
+(never acknowledged) is dropped; the segments are then removed. And reading
+the journal for ``mxgate queue list`` (frames in flight show as active).
+
+Never decides delivery; the scheduler sees these messages through ``Spool``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mxgate.spool import fsio
+from mxgate.spool.errors import SpoolCorruptError, SpoolError, from_os_error
+from mxgate.spool.format import Record, decode, encode
+from mxgate.spool.journal import DONE_SUFFIX, Frame, frames, is_segment_name, read_done
+from mxgate.spool.layout import Layout, Queue, is_queue_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Segment:
+    name: str
+    fd: int
+    read: int = 0  # frames before this offset are in the index (or done)
+    durable: int = 0  # the writer said: on stable storage up to here
+    sealed: bool = False
+    live: set[str] = field(default_factory=set)
+    done_fd: int = -1
+
+
+@dataclass(slots=True)
+class JournalMessage:
+    frame: Frame
+    segment: str
+    record: Record | None = None  # decoded when claimed
+
+
+class JournalIndex:
+    """Journal messages known to this process and not finished."""
+
+    def __init__(self, layout: Layout, fs: fsio.FileSystem) -> None:
+        self.layout = layout
+        self.directory = journal_dir(layout)
+        self._fs = fs
+        self._segments: dict[str, _Segment] = {}
+        self.waiting: dict[str, JournalMessage] = {}  # not yet claimed
+        self.claimed: dict[str, JournalMessage] = {}
+        # The queue manager finishes messages on worker threads (to_thread) while
+        # ticks arrive on the event loop: the bookkeeping takes turns.
+        self._lock = threading.RLock()
+
+    def __contains__(self, queue_id: str) -> bool:
+        return queue_id in self.claimed or queue_id in self.waiting
+
+    # -- ticks from the writers ------------------------------------------------
+    def feed(self, name: str, durable: int, sealed: bool) -> int:
+        """A writer made ``name`` durable up to ``durable``; index the new frames.
+        The number of new messages."""
+        if not is_segment_name(name) or "/" in name:
+            return 0
+        with self._lock:
+            return self._feed(name, durable, sealed)
+
+    def _feed(self, name: str, durable: int, sealed: bool) -> int:
+        segment = self._segments.get(name)
+        if segment is None:
+            try:
+                fd = os.open(self.directory / name, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                return 0  # gone already (a recovery, a test cleaning up)
+            segment = self._segments[name] = _Segment(name, fd)
+        segment.durable = max(segment.durable, durable)
+        segment.sealed = segment.sealed or sealed
+        added = 0
+        if segment.read < segment.durable:
+            # One read for everything made durable since the last tick (a batch).
+            data = os.pread(segment.fd, segment.durable - segment.read, segment.read)
+            last = segment.read
+            for item in frames(data, segment.read):
+                self.waiting[item.queue_id] = JournalMessage(item, name)
+                segment.live.add(item.queue_id)
+                last = item.end
+                added += 1
+            # A damaged frame below the durable mark stops the reading here; the
+            # recovery at the next start deals with it (and keeps the evidence).
+            segment.read = last
+        self._maybe_delete(segment)
+        return added
+
+    # -- the scheduler's side ----------------------------------------------------
+    def claim(self, queue_id: str) -> Record | None:
+        with self._lock:
+            message = self.waiting.pop(queue_id, None)
+        if message is None:
+            return None
+        try:
+            data = self._read(message, message.frame.record_offset, message.frame.record_length)
+            record = decode(data)
+        except (SpoolError, OSError) as err:
+            with self._lock:
+                self._finish(queue_id, message)
+            raise SpoolCorruptError(f"{queue_id}: journal frame unreadable: {err}") from None
+        message.record = record
+        self.claimed[queue_id] = message
+        return record
+
+    def record(self, queue_id: str) -> Record | None:
+        """The record of a claimed journal message (None: not one)."""
+        message = self.claimed.get(queue_id)
+        return message.record if message is not None else None
+
+    def body(self, queue_id: str) -> bytes:
+        message = self.claimed.get(queue_id) or self.waiting.get(queue_id)
+        if message is None:
+            raise KeyError(queue_id)
+        return self._read(message, message.frame.body_offset, message.frame.body_length)
+
+    def done(self, queue_id: str) -> None:
+        """Every recipient is final: forget the message (one unsynced line)."""
+        with self._lock:
+            message = self.claimed.pop(queue_id, None) or self.waiting.pop(queue_id, None)
+            if message is not None:
+                self._finish(queue_id, message)
+
+    def materialize(self, record: Record, queue: Queue) -> None:
+        """Write the message out as ordinary queue files in ``queue`` (durably),
+        then forget its frame. Raises SpoolError."""
+        queue_id = record.envelope.queue_id
+        message = self.claimed.get(queue_id) or self.waiting.get(queue_id)
+        if message is None:
+            raise SpoolError(f"{queue_id}: not in the journal")
+        body = self._read(message, message.frame.body_offset, message.frame.body_length)
+        write_queue_files(self._fs, self.layout, record, body, queue)
+        with self._lock:
+            self.claimed.pop(queue_id, None)
+            self.waiting.pop(queue_id, None)
+            self._finish(queue_id, message)
+
+    def close(self) -> None:
+        for segment in self._segments.values():
+            with contextlib.suppress(OSError):
+                os.close(segment.fd)
+            if segment.done_fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(segment.done_fd)
+        self._segments.clear()
+
+    # -- helpers ----------------------------------------------------------------
+    def _read(self, message: JournalMessage, offset: int, length: int) -> bytes:
+        segment = self._segments[message.segment]
+        data = os.pread(segment.fd, length, offset)
+        if len(data) != length:
+            raise SpoolError(f"{message.frame.queue_id}: journal segment cut short")
+        return data
+
+    def _finish(self, queue_id: str, message: JournalMessage) -> None:
+        segment = self._segments.get(message.segment)
+        if segment is None:
+            return
+        segment.live.discard(queue_id)
+        if segment.done_fd < 0:
+            try:
+                segment.done_fd = os.open(
+                    self.directory / (segment.name + DONE_SUFFIX),
+                    os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                    0o600,
+                )
+            except OSError as err:
+                log.warning("%s: cannot open its done list: %s", segment.name, err)
+        if segment.done_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.write(segment.done_fd, f"{queue_id}\n".encode("ascii"))
+        self._maybe_delete(segment)
+
+    def _maybe_delete(self, segment: _Segment) -> None:
+        if not segment.sealed or segment.live or segment.read < segment.durable:
+            return
+        # Every frame the writer ever made durable is finished: the segment goes.
+        for path in (self.directory / segment.name, self.directory / (segment.name + DONE_SUFFIX)):
+            fsio.unlink_quietly(self._fs, path)
+        with contextlib.suppress(OSError):
+            os.close(segment.fd)
+        if segment.done_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(segment.done_fd)
+        del self._segments[segment.name]
+
+
+def journal_dir(layout: Layout) -> Path:
+    return layout.root / "journal"
+
+
+def write_queue_files(
+    fs: fsio.FileSystem, layout: Layout, record: Record, body: bytes, queue: Queue
+) -> None:
+    """The message as an ordinary body file and record in ``queue``, durably.
+    Raises SpoolError (nothing of it left behind)."""
+    queue_id = record.envelope.queue_id
+    body_path = layout.body(queue_id)
+    try:
+        # Through tmp/ like the record: a reader never sees a body half written.
+        fsio.atomic_write(fs, layout.tmp, body_path, body)
+    except OSError as err:
+        raise from_os_error(err, f"{queue_id}: write body") from err
+    try:
+        fsio.atomic_write(fs, layout.tmp, layout.record(queue, queue_id), encode(record))
+    except OSError as err:
+        fsio.unlink_quietly(fs, body_path)
+        raise from_os_error(err, f"{queue_id}: write record") from err
+
+
+@dataclass(slots=True)
+class JournalRecovery:
+    queue_ids: list[str] = field(default_factory=list)  # frames written out to incoming/
+    segments: int = 0  # segment files removed
+    damaged: list[str] = field(default_factory=list)  # segments kept in corrupt/
+
+
+def recover_journal(fs: fsio.FileSystem, layout: Layout) -> JournalRecovery:
+    """Write every unfinished journal frame out to incoming/, then drop the
+    segments (a torn tail was never acknowledged). Raises OSError."""
+    report = JournalRecovery()
+    directory = journal_dir(layout)
+    names = sorted(fs.listdir(directory)) if directory.is_dir() else []
+    for name in names:
+        if not is_segment_name(name):
+            continue
+        path = directory / name
+        done = read_done(directory / (name + DONE_SUFFIX))
+        data = path.read_bytes()
+        end = 0
+        for item in frames(data):
+            end = item.end
+            if item.queue_id in done or not is_queue_id(item.queue_id):
+                continue
+            if layout.record(Queue.INCOMING, item.queue_id).exists():
+                continue
+            try:
+                record = decode(data[item.record_offset : item.body_offset])
+            except SpoolCorruptError:
+                continue  # cannot happen with a good CRC, unless a bug wrote it
+            body = data[item.body_offset : item.end]
+            try:
+                write_queue_files(fs, layout, record, body, Queue.INCOMING)
+            except SpoolError as err:
+                raise OSError(f"journal recovery of {item.queue_id}: {err}") from None
+            report.queue_ids.append(item.queue_id)
+        if end < len(data) and _meaningful(data[end:]):
+            # Not a torn tail of zeros or a half frame: keep it for a human.
+            log.warning("%s: journal segment damaged after byte %d; kept in corrupt/", name, end)
+            fs.rename(path, layout.queue_dir(Queue.CORRUPT) / f"journal-{name}")
+            report.damaged.append(name)
+        else:
+            fsio.unlink_quietly(fs, path)
+        fsio.unlink_quietly(fs, directory / (name + DONE_SUFFIX))
+        report.segments += 1
+    for name in names:  # done lists whose segment is gone
+        if name.endswith(DONE_SUFFIX) and not (directory / name[: -len(DONE_SUFFIX)]).exists():
+            fsio.unlink_quietly(fs, directory / name)
+    if names:
+        fs.fsync_dir(directory)
+    if report.queue_ids:
+        log.info("recovery: %d message(s) written out from the journal", len(report.queue_ids))
+    return report
+
+
+def _meaningful(tail: bytes) -> bool:
+    """Whether bytes after the last good frame look like more than a torn write:
+    a later frame's magic means frames were lost in the middle."""
+    return b"MXJ1" in tail[1:]
+
+
+def find_body(layout: Layout, queue_id: str) -> bytes | None:
+    """The body of an unfinished journal message, read from the segments
+    (for tools in other processes); None if no segment holds it."""
+    for _name, data, item in _unfinished(layout):
+        if item.queue_id == queue_id:
+            return data[item.body_offset : item.end]
+    return None
+
+
+def _unfinished(layout: Layout) -> Iterator[tuple[str, bytes, Frame]]:
+    directory = journal_dir(layout)
+    if not directory.is_dir():
+        return
+    for name in sorted(os.listdir(directory)):
+        if not is_segment_name(name):
+            continue
+        done = read_done(directory / (name + DONE_SUFFIX))
+        try:
+            data = (directory / name).read_bytes()
+        except FileNotFoundError:
+            continue
+        for item in frames(data):
+            if item.queue_id not in done:
+                yield name, data, item
+
+
+def list_journal(layout: Layout) -> list[tuple[Record, int] | tuple[str, str]]:
+    """Unfinished journal messages for listings: (record, body size), or
+    (queue id, problem) for a frame whose record does not decode."""
+    out: list[tuple[Record, int] | tuple[str, str]] = []
+    for _name, data, item in _unfinished(layout):
+        try:
+            out.append((decode(data[item.record_offset : item.body_offset]), item.body_length))
+        except SpoolCorruptError as err:
+            out.append((item.queue_id, str(err)))
+    return out
