@@ -1,0 +1,243 @@
+"""The journal on real files: frames, group commit, the queue manager's index,
+writing out, recovery after a crash, and what tools see."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mxgate.core.envelope import RecipientState
+from mxgate.spool import Queue, Spool, SpoolError
+from mxgate.spool.format import Record, encode
+from mxgate.spool.journal import (
+    DONE_SUFFIX,
+    JournalCommitter,
+    JournalWriter,
+    frame,
+    frames,
+    read_done,
+)
+from mxgate.spool.journal_index import JournalIndex, journal_dir, recover_journal
+from mxgate.spool.writer import BUFFER_SIZE
+from tests.spool.util import make_body, make_envelope
+
+
+def _frame(queue_id: str, size: int = 300) -> bytes:
+    body = make_body(queue_id, size)
+    record = encode(Record(make_envelope(queue_id, size=size), len(body), "0" * 64))
+    return frame(queue_id, record, body)
+
+
+# -- frames -----------------------------------------------------------------------
+
+
+def test_frames_round_trip() -> None:
+    data = _frame("AAAAAAAA") + _frame("BBBBBBBB", 5000)
+    found = list(frames(data))
+    assert [f.queue_id for f in found] == ["AAAAAAAA", "BBBBBBBB"]
+    assert found[1].offset == found[0].end and found[1].end == len(data)
+    assert data[found[1].body_offset : found[1].end] == make_body("BBBBBBBB", 5000)
+
+
+@settings(max_examples=60, deadline=None)
+@given(cut=st.integers(min_value=0, max_value=2 * 700))
+def test_a_torn_write_never_yields_a_partial_frame(cut: int) -> None:
+    one, two = _frame("AAAAAAAA", 400), _frame("BBBBBBBB", 400)
+    data = (one + two)[:cut]
+    names = [f.queue_id for f in frames(data)]
+    expected = ["AAAAAAAA", "BBBBBBBB"][: (cut >= len(one)) + (cut >= len(one) + len(two))]
+    assert names == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(position=st.integers(min_value=0, max_value=699), flip=st.integers(1, 255))
+def test_a_damaged_byte_stops_the_reader(position: int, flip: int) -> None:
+    one = _frame("AAAAAAAA", 400)
+    position %= len(one)
+    damaged = bytearray(one + _frame("BBBBBBBB", 400))
+    damaged[position] ^= flip
+    # The damaged frame and everything after it are not read as messages.
+    assert list(frames(bytes(damaged))) == []
+
+
+# -- group commit -------------------------------------------------------------------
+
+
+async def _commit_many(committer: JournalCommitter, ids: list[str]) -> None:
+    await asyncio.gather(*(committer.commit(q, _frame(q)) for q in ids))
+
+
+def test_concurrent_commits_share_fdatasyncs(tmp_path: Path) -> None:
+    ticks: list[tuple[str, int, bool]] = []
+    names = iter(f"SEG{n:05d}" for n in range(100))
+    writer = JournalWriter(tmp_path, lambda: next(names))
+    committer = JournalCommitter(writer, lambda *tick: ticks.append(tick))
+    ids = [f"M{n:07d}" for n in range(200)]
+    asyncio.run(_commit_many(committer, ids))
+    assert committer.batches < len(ids) // 10
+    segment = tmp_path / "SEG00000"
+    assert [f.queue_id for f in frames(segment.read_bytes())] == ids
+    # The last tick says everything is durable.
+    assert ticks[-1] == ("SEG00000", segment.stat().st_size, False)
+    committer.close()
+    assert ticks[-1] == ("SEG00000", segment.stat().st_size, True)
+
+
+def test_a_full_segment_is_sealed_and_the_next_one_started(tmp_path: Path) -> None:
+    ticks: list[tuple[str, int, bool]] = []
+    names = iter(f"SEG{n:05d}" for n in range(100))
+    writer = JournalWriter(tmp_path, lambda: next(names), limit=2000)
+    committer = JournalCommitter(writer, lambda *tick: ticks.append(tick))
+
+    async def one_by_one() -> None:
+        for n in range(6):
+            await committer.commit(f"M{n:07d}", _frame(f"M{n:07d}", 900))
+
+    asyncio.run(one_by_one())
+    sealed = [name for name, _, done in ticks if done]
+    assert sealed and sealed[0] == "SEG00000"
+    assert len({name for name, _, _ in ticks}) >= 2
+
+
+class FailingSync(JournalWriter):
+    def sync(self) -> None:
+        raise OSError(5, "Input/output error")
+
+
+def test_a_failed_fdatasync_fails_the_batch_and_cancels_its_frames(tmp_path: Path) -> None:
+    names = iter(f"SEG{n:05d}" for n in range(100))
+    committer = JournalCommitter(FailingSync(tmp_path, lambda: next(names)))
+    with pytest.raises(SpoolError, match="fdatasync"):
+        asyncio.run(committer.commit("M0000001", _frame("M0000001")))
+    # The frame may be complete on disk, but it is listed as never to deliver.
+    assert read_done(tmp_path / ("SEG00000" + DONE_SUFFIX)) == {"M0000001"}
+
+
+# -- through the Spool: the worker's and the queue manager's sides -------------------
+
+
+async def _receive(spool: Spool, body: bytes) -> str:
+    with spool.begin() as writer:
+        writer.write(body)
+        await writer.commit(make_envelope(writer.queue_id, size=len(body)))
+        return writer.queue_id
+
+
+def test_small_messages_go_to_the_journal_big_ones_to_files(tmp_path: Path) -> None:
+    ticks: list[tuple[str, int, bool]] = []
+    root = tmp_path / "spool"
+    with Spool(root, journal=True, notify=lambda *t: ticks.append(t)) as spool:
+        small = asyncio.run(_receive(spool, make_body("x", 4000)))
+        big = asyncio.run(_receive(spool, make_body("y", BUFFER_SIZE + 10)))
+    assert not (root / "data" / small).exists()
+    assert (root / "incoming" / big).exists() and (root / "data" / big).exists()
+    assert ticks and ticks[-1][2]  # sealed at close
+    # The queue manager (another Spool) learns of it from the tick and delivers it.
+    with Spool(root) as manager:
+        for tick in ticks:
+            manager.feed_journal(*tick)
+        assert manager.scan(Queue.INCOMING) == sorted([small, big])
+        message = manager.claim(small)
+        assert message is not None and message.queue is Queue.ACTIVE
+        with manager.open_body(small) as body:
+            assert body.read() == make_body("x", 4000)
+        manager.remove(small, Queue.ACTIVE)
+        assert manager.scan(Queue.INCOMING) == [big]
+    # Sealed and every frame done: the segment is gone.
+    assert os.listdir(journal_dir(Spool(root).layout)) == []
+
+
+def test_a_deferred_journal_message_is_written_out_as_queue_files(tmp_path: Path) -> None:
+    ticks: list[tuple[str, int, bool]] = []
+    root = tmp_path / "spool"
+    with Spool(root, journal=True, notify=lambda *t: ticks.append(t)) as spool:
+        queue_id = asyncio.run(_receive(spool, make_body("z", 3000)))
+    with Spool(root) as manager:
+        for tick in ticks:
+            manager.feed_journal(*tick)
+        message = manager.claim(queue_id)
+        assert message is not None
+        rcpt = replace(message.envelope.recipients[0], state=RecipientState.DEFERRED, attempts=1)
+        manager.update(replace(message.envelope, recipients=(rcpt,)), Queue.ACTIVE)
+        manager.move(queue_id, Queue.ACTIVE, Queue.DEFERRED)
+        loaded = manager.load(queue_id, Queue.DEFERRED)
+        assert loaded.envelope.recipients[0].state is RecipientState.DEFERRED
+        with manager.open_body(queue_id) as body:
+            assert body.read() == make_body("z", 3000)
+    assert os.listdir(root / "journal") == []
+    assert os.listdir(root / "tmp") == []
+
+
+def test_tools_see_journal_messages_as_active(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    with Spool(root, journal=True) as spool:
+        queue_id = asyncio.run(_receive(spool, make_body("t", 2000)))
+        with Spool(root) as tool:
+            [entry] = list(tool.list_all())
+            assert entry.queue_id == queue_id and entry.queue is Queue.ACTIVE
+            assert entry.message is not None and entry.message.body_size == 2000
+            with tool.open_body(queue_id) as body:
+                assert body.read() == make_body("t", 2000)
+
+
+# -- recovery ----------------------------------------------------------------------
+
+
+def test_recovery_writes_out_unfinished_frames_and_drops_the_rest(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    with Spool(root) as spool:
+        layout = spool.layout
+    directory = journal_dir(layout)
+    whole = [_frame(q) for q in ("K0000001", "K0000002", "K0000003")]
+    # A worker killed in the middle of a write: the third frame is torn.
+    (directory / "SEGA").write_bytes(whole[0] + whole[1] + whole[2][:100])
+    (directory / ("SEGA" + DONE_SUFFIX)).write_text("K0000001\n")
+    with Spool(root) as spool:
+        report = spool.recover()
+        assert report.requeued == ["K0000002"]
+        assert spool.scan(Queue.INCOMING) == ["K0000002"]
+        assert spool.load("K0000002").envelope.queue_id == "K0000002"
+    assert os.listdir(directory) == []
+
+
+def test_recovery_keeps_a_segment_damaged_in_the_middle(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    with Spool(root) as spool:
+        layout = spool.layout
+    directory = journal_dir(layout)
+    good, bad, after = _frame("K0000001"), bytearray(_frame("K0000002")), _frame("K0000003")
+    bad[40] ^= 0xFF
+    (directory / "SEGB").write_bytes(good + bytes(bad) + after)
+    from mxgate.spool.fsio import FileSystem
+
+    report = recover_journal(FileSystem(), layout)
+    assert report.queue_ids == ["K0000001"]
+    assert report.damaged == ["SEGB"]
+    assert (root / "corrupt" / "journal-SEGB").exists()
+
+
+def test_index_deletes_a_segment_only_when_sealed_and_done(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    with Spool(root) as spool:
+        layout = spool.layout
+    from mxgate.spool.fsio import FileSystem
+
+    directory = journal_dir(layout)
+    data = _frame("K0000001") + _frame("K0000002")
+    (directory / "SEGC").write_bytes(data)
+    index = JournalIndex(layout, FileSystem())
+    assert index.feed("SEGC", len(data), False) == 2
+    index.claim("K0000001")
+    index.done("K0000001")
+    index.claim("K0000002")
+    index.done("K0000002")
+    assert (directory / "SEGC").exists()  # not sealed: more frames may come
+    index.feed("SEGC", len(data), True)
+    assert not (directory / "SEGC").exists()
+    index.close()
