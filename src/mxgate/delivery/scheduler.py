@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -57,6 +58,9 @@ class SchedulerSettings:
     queue_run_delay: float = 300.0
     incoming_poll: float = 0.2
     active_limit: int = 500
+    rescan_gap: float = 0.01
+    """Finished deliveries ask for a look at incoming/ (under load, new mail
+    is likely there); at most one such scan per this many seconds."""
 
 
 class QueueManager:
@@ -84,26 +88,43 @@ class QueueManager:
         self.srs = srs  # the SRS settings and keys at a given time; None: SRS off
         self.in_flight: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
+        self._urgent = False  # woken by an operator or a full window: no rescan_gap
         self._deferred_scan_at = 0.0
+        self._window_full = False  # the last scan left messages for lack of room
+        self._remover = _Remover(spool)
 
     def wake(self) -> None:
         """Look at the queues now (``queue flush``, SIGUSR1), deferred ones included."""
         self._deferred_scan_at = 0.0
+        self._urgent = True
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                self._scan()
-            except SpoolError as exc:  # a disk problem: say so, try again later
-                self.maillog.line("qmgr", f"warning: queue scan failed: {exc}")
-            self._wake.clear()
-            waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())}
-            await asyncio.wait(
-                waiters, timeout=self.settings.incoming_poll, return_when=asyncio.FIRST_COMPLETED
-            )
-            for waiter in waiters:
-                waiter.cancel()
+        stopping = asyncio.ensure_future(stop.wait())
+        waking = asyncio.ensure_future(self._wake.wait())
+        loop = asyncio.get_running_loop()
+        try:
+            while not stop.is_set():
+                self._urgent = False
+                try:
+                    self._scan()
+                except SpoolError as exc:  # a disk problem: say so, try again later
+                    self.maillog.line("qmgr", f"warning: queue scan failed: {exc}")
+                scanned = loop.time()
+                self._wake.clear()
+                if waking.done():
+                    waking = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait(
+                    (stopping, waking),
+                    timeout=self.settings.incoming_poll,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                gap = scanned + self.settings.rescan_gap - loop.time()
+                if gap > 0 and not self._urgent and not stop.is_set():
+                    await asyncio.sleep(gap)  # let finished deliveries and new mail gather
+        finally:
+            stopping.cancel()
+            waking.cancel()
         await self.drain()
 
     async def drain(self) -> None:
@@ -113,6 +134,7 @@ class QueueManager:
 
     # -- picking messages -------------------------------------------------------
     def _scan(self) -> None:
+        self._window_full = False
         for queue_id in self.spool.scan(Queue.INCOMING):
             if not self._start(queue_id, Queue.INCOMING):
                 return
@@ -140,6 +162,7 @@ class QueueManager:
         if queue_id in self.in_flight:
             return True
         if len(self.in_flight) >= self.settings.active_limit:
+            self._window_full = True
             return False
         try:
             message = self.spool.claim(queue_id, source)
@@ -150,14 +173,16 @@ class QueueManager:
             return True  # someone else (an operator's hold, another manager) was first
         task = asyncio.create_task(self._attempt(message, self.clock()))
         self.in_flight[queue_id] = task
-        task.add_done_callback(self._done)
+        task.add_done_callback(functools.partial(self._done, queue_id))
         return True
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        for queue_id, running in list(self.in_flight.items()):
-            if running is task:
-                del self.in_flight[queue_id]
-                self._wake.set()  # a slot in the active window is free
+    def _done(self, queue_id: str, task: asyncio.Task[None]) -> None:
+        if self.in_flight.get(queue_id) is task:
+            del self.in_flight[queue_id]
+        if self._window_full:  # a slot in the active window is free: fill it at once
+            self._window_full = False
+            self._urgent = True
+        self._wake.set()
 
     # -- one delivery pass over a message -------------------------------------
     async def _attempt(self, message: QueuedMessage, claimed: float) -> None:
@@ -194,10 +219,10 @@ class QueueManager:
             )
             for (route, sender), rcpts in groups.items()
         ]
+        # Most messages have one next hop: no task (gather makes one each) for it.
+        outcomes = [await attempts[0]] if len(attempts) == 1 else await asyncio.gather(*attempts)
         relayed: set[str] = set()  # handed to a next hop that cannot report on
-        for (_route, rcpts), results in zip(
-            groups.items(), await asyncio.gather(*attempts), strict=True
-        ):
+        for (_route, rcpts), results in zip(groups.items(), outcomes, strict=True):
             for recipient in rcpts:
                 result = results[recipient.address]
                 updated[recipient.address] = self._record(
@@ -373,7 +398,7 @@ class QueueManager:
             # the message comes back with its old states and is delivered again:
             # at-least-once, as Postfix, which does not fsync its deletes either.
             # The unlinks wait for the journal on a busy disk: off the loop.
-            await asyncio.to_thread(self.spool.remove, queue_id, Queue.ACTIVE)
+            await self._remover.remove(queue_id)
             self.maillog.removed(queue_id)
             return
         # Deferred: the new states and retry times must survive a crash.
@@ -382,6 +407,71 @@ class QueueManager:
     def _defer(self, envelope: Envelope) -> None:
         self.spool.update(envelope, Queue.ACTIVE)
         self.spool.move(envelope.queue_id, Queue.ACTIVE, Queue.DEFERRED)
+
+
+class _Remover:
+    """Unlinks delivered messages on a worker thread, in batches: a thread
+    hop per message (submit, wake-up, result back through the loop's
+    self-pipe) cost more than the two unlinks it carried. Whatever finishes
+    while a batch runs goes in the next one."""
+
+    MAX_BATCHES = 2  # in flight at once: one stuck on the journal does not stop the rest
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self._pending: list[tuple[str, asyncio.Future[None]]] = []
+        self._running = 0
+
+    def remove(self, queue_id: str) -> asyncio.Future[None]:
+        """Remove ``queue_id`` from active/; the future ends when it is gone
+        (with the spool's exception if it could not be removed)."""
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self._pending.append((queue_id, done))
+        if self._running < self.MAX_BATCHES:
+            self._start(loop)
+        return done
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._pending = self._pending, []
+        self._running += 1
+        job = loop.run_in_executor(None, self._unlink, [queue_id for queue_id, _ in batch])
+        job.add_done_callback(functools.partial(self._finished, loop, batch))
+
+    def _unlink(self, queue_ids: list[str]) -> list[Exception | None]:
+        errors: list[Exception | None] = []
+        for queue_id in queue_ids:
+            try:
+                self.spool.remove(queue_id, Queue.ACTIVE)
+            except Exception as exc:  # the message's own attempt reports it
+                errors.append(exc)
+            else:
+                errors.append(None)
+        return errors
+
+    def _finished(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[tuple[str, asyncio.Future[None]]],
+        job: asyncio.Future[list[Exception | None]],
+    ) -> None:
+        self._running -= 1
+        errors: list[Exception | None]
+        if job.cancelled():
+            errors = [SpoolError("removal cancelled")] * len(batch)
+        elif (failure := job.exception()) is not None:
+            errors = [SpoolError(f"removal failed: {failure!r}")] * len(batch)
+        else:
+            errors = job.result()
+        for (_queue_id, done), error in zip(batch, errors, strict=True):
+            if done.done():
+                continue  # its attempt was cancelled (shutdown)
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+        if self._pending and self._running < self.MAX_BATCHES:
+            self._start(loop)
 
 
 def _due(recipient: Recipient, now: float) -> bool:
