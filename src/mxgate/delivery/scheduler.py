@@ -412,15 +412,18 @@ class QueueManager:
 class _Remover:
     """Unlinks delivered messages on a worker thread, in batches: a thread
     hop per message (submit, wake-up, result back through the loop's
-    self-pipe) cost more than the two unlinks it carried. Whatever finishes
-    while a batch runs goes in the next one."""
+    self-pipe) cost more than the two unlinks it carried. A batch leaves
+    ``GATHER`` seconds after its first message finished, or at once while
+    nothing is being removed."""
 
+    GATHER = 0.005
     MAX_BATCHES = 2  # in flight at once: one stuck on the journal does not stop the rest
 
     def __init__(self, spool: Spool) -> None:
         self.spool = spool
         self._pending: list[tuple[str, asyncio.Future[None]]] = []
         self._running = 0
+        self._timer: asyncio.TimerHandle | None = None
 
     def remove(self, queue_id: str) -> asyncio.Future[None]:
         """Remove ``queue_id`` from active/; the future ends when it is gone
@@ -428,9 +431,16 @@ class _Remover:
         loop = asyncio.get_running_loop()
         done = loop.create_future()
         self._pending.append((queue_id, done))
-        if self._running < self.MAX_BATCHES:
+        if self._running == 0 and self._timer is None:
             self._start(loop)
+        elif self._timer is None:
+            self._timer = loop.call_later(self.GATHER, self._due, loop)
         return done
+
+    def _due(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        if self._pending and self._running < self.MAX_BATCHES:
+            self._start(loop)  # (else the next batch to end starts it)
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._pending = self._pending, []
@@ -470,8 +480,8 @@ class _Remover:
                 done.set_result(None)
             else:
                 done.set_exception(error)
-        if self._pending and self._running < self.MAX_BATCHES:
-            self._start(loop)
+        if self._pending and self._timer is None:
+            self._timer = loop.call_later(self.GATHER, self._due, loop)
 
 
 def _due(recipient: Recipient, now: float) -> bool:
