@@ -45,6 +45,7 @@ from mxgate.core.transport import Route
 from mxgate.delivery.bounce import BounceSettings, enqueue_bounce, is_our_bounce
 from mxgate.delivery.courier import Courier, OpenBody
 from mxgate.delivery.result import DeliveryResult, Status
+from mxgate.delivery.unlinker import Unlinker
 from mxgate.maillog import MailLog
 from mxgate.spool import MessageNotFoundError, Queue, QueuedMessage, Spool, SpoolError
 
@@ -93,6 +94,11 @@ class QueueManager:
         self._window_full = False  # the last scan left messages for lack of room
         self._remover = _Remover(spool)
 
+    @property
+    def remover_pid(self) -> int | None:
+        """The helper process that removes delivered messages (None: threads)."""
+        return self._remover.helper_pid
+
     def wake(self) -> None:
         """Look at the queues now (``queue flush``, SIGUSR1), deferred ones included."""
         self._deferred_scan_at = 0.0
@@ -100,6 +106,7 @@ class QueueManager:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        await self._remover.start()
         stopping = asyncio.ensure_future(stop.wait())
         waking = asyncio.ensure_future(self._wake.wait())
         loop = asyncio.get_running_loop()
@@ -126,6 +133,7 @@ class QueueManager:
             stopping.cancel()
             waking.cancel()
         await self.drain()
+        await self._remover.close()
 
     async def drain(self) -> None:
         """Let the attempts in flight finish (their outcomes are recorded)."""
@@ -410,43 +418,108 @@ class QueueManager:
 
 
 class _Remover:
-    """Unlinks delivered messages on a worker thread, in batches: a thread
-    hop per message (submit, wake-up, result back through the loop's
-    self-pipe) cost more than the two unlinks it carried. A batch leaves
-    ``GATHER`` seconds after its first message finished, or at once while
-    nothing is being removed."""
+    """Removes delivered messages from active/, off the event loop (an
+    unlink of an fsynced file waits for the disk): through the helper
+    process of ``unlinker`` once ``start`` has started it, else (or after it
+    died) on worker threads. Either way in batches: a batch leaves
+    ``GATHER`` seconds after its first message, or at once while nothing
+    is being removed."""
 
     GATHER = 0.005
-    MAX_BATCHES = 2  # in flight at once: one stuck on the journal does not stop the rest
+    MAX_THREAD_BATCHES = 2  # in flight at once: one stuck on the disk does not stop the rest
 
     def __init__(self, spool: Spool) -> None:
         self.spool = spool
-        self._pending: list[tuple[str, asyncio.Future[None]]] = []
-        self._running = 0
-        self._timer: asyncio.TimerHandle | None = None
+        self._waiting: dict[str, asyncio.Future[None]] = {}
+        self._pending: list[str] = []
+        self._threads = 0  # thread batches running
+        self._timer: asyncio.Handle | None = None
+        self._helper: Unlinker | None = None
+        self._resent: set[str] = set()  # unanswered by a helper that died
+
+    async def start(self) -> None:
+        helper = Unlinker(self.spool.layout.root, self._answer, self._lost)
+        try:
+            await helper.start()
+        except OSError as exc:
+            log.warning("cannot start the remover helper, removing on threads: %s", exc)
+            return
+        self._helper = helper
+
+    @property
+    def helper_pid(self) -> int | None:
+        """The helper process, None when removing on threads."""
+        helper = self._helper
+        return helper.pid if helper is not None and helper.alive else None
+
+    async def close(self) -> None:
+        """Stop the helper once it answered everything it was sent."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._flush()
+        helper, self._helper = self._helper, None
+        if helper is not None:
+            await helper.close()
 
     def remove(self, queue_id: str) -> asyncio.Future[None]:
         """Remove ``queue_id`` from active/; the future ends when it is gone
         (with the spool's exception if it could not be removed)."""
         loop = asyncio.get_running_loop()
         done = loop.create_future()
-        self._pending.append((queue_id, done))
-        if self._running == 0 and self._timer is None:
-            self._start(loop)
-        elif self._timer is None:
-            self._timer = loop.call_later(self.GATHER, self._due, loop)
+        self._waiting[queue_id] = done
+        self._pending.append(queue_id)
+        if self._timer is None:
+            if self._busy:
+                self._timer = loop.call_later(self.GATHER, self._due)
+            else:
+                self._flush()
         return done
 
-    def _due(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
-        if self._pending and self._running < self.MAX_BATCHES:
-            self._start(loop)  # (else the next batch to end starts it)
+    @property
+    def _busy(self) -> bool:
+        helper = self._helper
+        if helper is not None and helper.alive:
+            return helper.outstanding > 0
+        return self._threads > 0
 
-    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch, self._pending = self._pending, []
-        self._running += 1
-        job = loop.run_in_executor(None, self._unlink, [queue_id for queue_id, _ in batch])
-        job.add_done_callback(functools.partial(self._finished, loop, batch))
+    def _due(self) -> None:
+        self._timer = None
+        self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        helper = self._helper
+        if helper is not None and helper.alive:
+            batch, self._pending = self._pending, []
+            helper.send(batch)
+        elif self._threads < self.MAX_THREAD_BATCHES:
+            batch, self._pending = self._pending, []
+            self._threads += 1
+            job = asyncio.get_running_loop().run_in_executor(None, self._unlink, batch)
+            job.add_done_callback(functools.partial(self._unlinked, batch))
+        # else: the next thread batch to end sends these
+
+    def _answer(self, queue_id: str, error: Exception | None) -> None:
+        if queue_id in self._resent:
+            self._resent.discard(queue_id)
+            if isinstance(error, MessageNotFoundError):
+                error = None  # the helper removed it before it died
+        done = self._waiting.pop(queue_id, None)
+        if done is None or done.done():
+            return  # its attempt was cancelled (shutdown)
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def _lost(self, queue_ids: list[str]) -> None:
+        log.warning("the remover helper exited; removing on threads")
+        self._resent.update(queue_ids)
+        self._pending[:0] = queue_ids
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_soon(self._due)
 
     def _unlink(self, queue_ids: list[str]) -> list[Exception | None]:
         errors: list[Exception | None] = []
@@ -459,13 +532,8 @@ class _Remover:
                 errors.append(None)
         return errors
 
-    def _finished(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        batch: list[tuple[str, asyncio.Future[None]]],
-        job: asyncio.Future[list[Exception | None]],
-    ) -> None:
-        self._running -= 1
+    def _unlinked(self, batch: list[str], job: asyncio.Future[list[Exception | None]]) -> None:
+        self._threads -= 1
         errors: list[Exception | None]
         if job.cancelled():
             errors = [SpoolError("removal cancelled")] * len(batch)
@@ -473,15 +541,10 @@ class _Remover:
             errors = [SpoolError(f"removal failed: {failure!r}")] * len(batch)
         else:
             errors = job.result()
-        for (_queue_id, done), error in zip(batch, errors, strict=True):
-            if done.done():
-                continue  # its attempt was cancelled (shutdown)
-            if error is None:
-                done.set_result(None)
-            else:
-                done.set_exception(error)
+        for queue_id, error in zip(batch, errors, strict=True):
+            self._answer(queue_id, error)
         if self._pending and self._timer is None:
-            self._timer = loop.call_later(self.GATHER, self._due, loop)
+            self._timer = asyncio.get_running_loop().call_later(self.GATHER, self._due)
 
 
 def _due(recipient: Recipient, now: float) -> bool:
