@@ -75,8 +75,9 @@ class QueueEntry:
 class Spool:
     """The durable message store in one directory (created if missing)."""
 
-    DEFAULT_FSYNC_THREADS = 32
-    """Files written and fsynced at once by group commit (more share more journal commits)."""
+    DEFAULT_FSYNC_THREADS = 16
+    """Threads fsyncing a batch at once (more share more journal commits, and cost
+    more wake-ups; 16 measured best of 4-32 with 50 concurrent sessions)."""
 
     def __init__(
         self,
@@ -94,7 +95,7 @@ class Spool:
         self._data_dir = str(self.layout.data)
         self._fs = fs or fsio.FileSystem()
         self._ids = ids or QueueIdSource()
-        self._writers: set[SpoolWriter] = set()
+        self._writers: dict[str, SpoolWriter] = {}
         try:
             for directory in self.layout.all_dirs():
                 self._fs.mkdir(directory)
@@ -109,7 +110,7 @@ class Spool:
     def close(self) -> None:
         """Stop the commit threads and release the lock. Open writers are aborted."""
         try:
-            for writer in list(self._writers):
+            for writer in list(self._writers.values()):
                 writer.abort()
         finally:
             self.committer.close()
@@ -138,24 +139,25 @@ class Spool:
         """Start receiving a message. Raises SpoolFullError / SpoolError.
 
         With ``queue_id`` (from ``new_queue_id``) the message gets that id;
-        SpoolError if it is malformed or already taken. Nothing touches the disk
-        until the body outgrows the write buffer or the commit.
+        SpoolError if it is malformed or used by an open writer of this Spool.
+        Nothing touches the disk until the body outgrows the write buffer or the
+        commit, so an id whose body file exists already (another message's) fails
+        only there, when O_EXCL refuses to create it: looking first would cost
+        every message a stat and still leave the race to O_EXCL.
         """
-        if queue_id is not None:
-            if not is_queue_id(queue_id):
-                raise SpoolError(f"{queue_id!r} is not a valid queue id")
-            if queue_id in (w.queue_id for w in self._writers) or os.path.lexists(
-                self.layout.body(queue_id)
-            ):
-                raise SpoolError(f"{queue_id}: queue id already in use")
-        writer = SpoolWriter(
-            self._fs, self.layout, self.committer, queue_id or self._ids.new(), self._forget
-        )
-        self._writers.add(writer)
+        if queue_id is None:
+            queue_id = self._ids.new()
+        elif not is_queue_id(queue_id):
+            raise SpoolError(f"{queue_id!r} is not a valid queue id")
+        elif queue_id in self._writers:
+            raise SpoolError(f"{queue_id}: queue id already in use")
+        writer = SpoolWriter(self._fs, self.layout, self.committer, queue_id, self._forget)
+        self._writers[queue_id] = writer
         return writer
 
     def _forget(self, writer: SpoolWriter) -> None:
-        self._writers.discard(writer)
+        if self._writers.get(writer.queue_id) is writer:
+            del self._writers[writer.queue_id]
 
     # -- reading -------------------------------------------------------------------
 
