@@ -22,13 +22,13 @@ so it never outlives the master.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 from collections.abc import Callable
 
 from mxgate.spool import MessageNotFoundError, SpoolError
-from mxgate.spool.fsio import FileSystem, unlink_quietly
 from mxgate.spool.layout import Layout, Queue, is_queue_id
 
 Answer = Callable[[str, Exception | None], None]
@@ -37,23 +37,31 @@ Lost = Callable[[list[str]], None]
 """Called once if the helper goes away, with the ids it did not answer."""
 
 
-def _remove(fs: FileSystem, layout: Layout, queue_id: str) -> bytes:
-    if not is_queue_id(queue_id):
-        return f"{queue_id} ! not a queue id\n".encode()
-    try:
-        fs.unlink(layout.record(Queue.ACTIVE, queue_id))
-    except FileNotFoundError:
-        return f"{queue_id} - not in active/\n".encode()
-    except OSError as err:
-        return f"{queue_id} ! {err.strerror or err}\n".encode()
-    unlink_quietly(fs, layout.body(queue_id))
-    return f"{queue_id}\n".encode()
+def _remover(layout: Layout) -> Callable[[str], bytes]:
+    # Plain strings and os calls: pathlib would cost more than the syscalls.
+    active = f"{layout.queue_dir(Queue.ACTIVE)}/"
+    data = f"{layout.data}/"
+
+    def remove(queue_id: str) -> bytes:
+        if not is_queue_id(queue_id):
+            return f"{queue_id} ! not a queue id\n".encode()
+        try:
+            os.unlink(active + queue_id)
+        except FileNotFoundError:
+            return f"{queue_id} - not in active/\n".encode()
+        except OSError as err:
+            return f"{queue_id} ! {err.strerror or err}\n".encode()
+        with contextlib.suppress(OSError):
+            os.unlink(data + queue_id)
+        return f"{queue_id}\n".encode()
+
+    return remove
 
 
 def main(argv: list[str] | None = None) -> int:
     """The helper: remove the messages named on stdin, answer on stdout."""
     [root] = argv if argv is not None else sys.argv[1:]
-    fs, layout = FileSystem(), Layout(root)
+    remove = _remover(Layout(root))
     rest = b""
     while True:
         data = os.read(0, 65536)
@@ -61,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         lines = (rest + data).split(b"\n")
         rest = lines.pop()
-        out = b"".join(_remove(fs, layout, line.decode("ascii", "replace")) for line in lines)
+        out = b"".join([remove(line.decode("ascii", "replace")) for line in lines])
         view = memoryview(out)
         while view:
             view = view[os.write(1, view) :]
