@@ -2,7 +2,8 @@
 
 Commits N messages of SIZE bytes from C concurrent coroutines and prints, per
 mode, messages per second, fsyncs per message (file and directory) and commit
-latency. Modes:
+latency, and the CPU time the process spent per message (user + system, all
+threads, from getrusage; what a commit costs an SMTP worker). Modes:
 
   group   ``await writer.commit(env)``: fsyncs shared by every commit of a batch
   naive   ``await asyncio.to_thread(writer.commit_sync, env)``: each message does
@@ -10,7 +11,7 @@ latency. Modes:
   serial  ``writer.commit_sync(env)`` on the loop: one message at a time
 
 Usage: python bench/spool_commit.py [-n 2000] [-c 50] [--size 4096] [--dir PATH]
-       [--modes group,naive,serial] [--threads 8] [--repeat 3]
+       [--modes group,naive,serial] [--threads 8] [--repeat 3] [--loop uvloop]
 The directory decides the file system measured (default: a temporary
 directory). Modes run interleaved, ``--repeat`` times, and the medians are
 printed last, so that other load on the machine spreads over all modes.
@@ -21,12 +22,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import shutil
 import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from mxgate.core.envelope import Envelope, Recipient
 from mxgate.spool import FileSystem, Spool
@@ -58,7 +62,7 @@ def envelope(queue_id: str, size: int) -> Envelope:
 
 async def run(
     mode: str, root: Path, messages: int, concurrency: int, size: int, threads: int
-) -> float:
+) -> tuple[float, float]:
     fs = CountingFileSystem()
     body = os.urandom(size)
     latencies: list[float] = []
@@ -82,10 +86,16 @@ async def run(
                         await asyncio.sleep(0)
                     latencies.append(time.perf_counter() - started)
 
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        switches = usage.ru_nvcsw + usage.ru_nivcsw
         started = time.perf_counter()
         await asyncio.gather(*(session() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_SELF)
         batches = spool.committer.batches
+    user_ms = (after.ru_utime - usage.ru_utime) * 1000 / messages
+    sys_ms = (after.ru_stime - usage.ru_stime) * 1000 / messages
+    switches = (after.ru_nvcsw + after.ru_nivcsw - switches) / messages
     latencies.sort()
     print(
         f"{mode:6} {messages / elapsed:9.0f} msg/s  "
@@ -95,8 +105,10 @@ async def run(
         f"latency p50 {statistics.median(latencies) * 1000:6.2f} ms "
         f"p99 {latencies[int(len(latencies) * 0.99) - 1] * 1000:6.2f} ms"
         + (f"  batches {batches} (avg {messages / batches:.1f} msg)" if batches else "")
+        + f"\n       cpu/msg {user_ms + sys_ms:5.3f} ms (user {user_ms:5.3f} sys {sys_ms:5.3f})"
+        f"  context switches/msg {switches:5.2f}"
     )
-    return messages / elapsed
+    return messages / elapsed, user_ms + sys_ms
 
 
 def main() -> None:
@@ -108,25 +120,38 @@ def main() -> None:
     parser.add_argument("--modes", default="group,naive,serial")
     parser.add_argument("--threads", type=int, default=None, help="fsync threads of group commit")
     parser.add_argument("--repeat", type=int, default=3, help="rounds, modes interleaved")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     args = parser.parse_args()
+    runner: Callable[[Coroutine[Any, Any, tuple[float, float]]], tuple[float, float]]
+    if args.loop == "uvloop":
+        import uvloop  # the SMTP workers' loop
+
+        runner = uvloop.run
+    else:
+        runner = asyncio.run
     base = Path(tempfile.mkdtemp(prefix="mxgate-bench-", dir=args.dir))
     print(f"{args.messages} messages of {args.size} bytes, {args.concurrency} sessions, in {base}")
     threads = args.threads or Spool.DEFAULT_FSYNC_THREADS
     modes = args.modes.split(",")
     rates: dict[str, list[float]] = {mode: [] for mode in modes}
+    cpu: dict[str, list[float]] = {mode: [] for mode in modes}
     try:
         for round_ in range(args.repeat):
             for mode in modes:
                 root = base / f"{mode}{round_}"
-                rates[mode].append(
-                    asyncio.run(
-                        run(mode, root, args.messages, args.concurrency, args.size, threads)
-                    )
+                rate, cpu_ms = runner(
+                    run(mode, root, args.messages, args.concurrency, args.size, threads)
                 )
+                rates[mode].append(rate)
+                cpu[mode].append(cpu_ms)
                 shutil.rmtree(root)
         print(
             "median msg/s: "
             + ", ".join(f"{m} {statistics.median(r):.0f}" for m, r in rates.items())
+        )
+        print(
+            "median cpu ms/msg: "
+            + ", ".join(f"{m} {statistics.median(c):.3f}" for m, c in cpu.items())
         )
     finally:
         shutil.rmtree(base)

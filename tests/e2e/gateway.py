@@ -175,7 +175,7 @@ class Gateway:
 
     def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM to the master; assert a clean exit of the master and its workers."""
-        workers = self.worker_processes()
+        workers = self.child_processes()
         self.terminate()
         self.wait_exit(workers, timeout)
 
@@ -208,7 +208,7 @@ class Gateway:
         process = self.process
         if process is None or process.poll() is not None:
             return
-        workers = self.worker_processes()
+        workers = self.child_processes()
         process.kill()  # first the master, so that it cannot restart a worker
         for worker in workers:
             with suppress(psutil.NoSuchProcess):
@@ -221,7 +221,7 @@ class Gateway:
         process = self.process
         if process is None or process.poll() is not None:
             return
-        workers = self.worker_processes()
+        workers = self.child_processes()
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(30)
@@ -230,12 +230,20 @@ class Gateway:
         for worker in wait_gone(workers, 10):
             worker.kill()
 
-    def worker_processes(self) -> list[psutil.Process]:
-        """The workers: the master's child processes (exited ones not reaped yet aside)."""
+    def child_processes(self) -> list[psutil.Process]:
+        """The master's child processes (exited ones not reaped yet aside)."""
         try:
             return [child for child in psutil.Process(self.pid).children() if _running(child)]
         except psutil.NoSuchProcess:
             return []
+
+    def worker_processes(self) -> list[psutil.Process]:
+        """The SMTP workers: the master's children but the remover helper."""
+        return [child for child in self.child_processes() if not _is_helper(child)]
+
+    def helper_processes(self) -> list[psutil.Process]:
+        """The queue manager's remover helper (mxgate.delivery.unlinker)."""
+        return [child for child in self.child_processes() if _is_helper(child)]
 
     def worker_pids(self) -> set[int]:
         return {worker.pid for worker in self.worker_processes()}
@@ -320,6 +328,13 @@ def _running(process: psutil.Process) -> bool:
     try:
         return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
+        return False
+
+
+def _is_helper(process: psutil.Process) -> bool:
+    try:
+        return "mxgate.delivery.unlinker" in process.cmdline()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
         return False
 
 

@@ -130,10 +130,13 @@ def test_workers_stop_when_the_master_is_killed(start_gateway: GatewayFactory) -
     master (SO_REUSEPORT), with old settings: they notice and stop."""
     gateway = start_gateway(workers=2)
     workers = gateway.worker_processes()
+    helpers = gateway.helper_processes()  # the remover: it stops at EOF from the master
+    assert len(helpers) == 1
     mark = gateway.log_size()
     assert gateway.process is not None
     gateway.process.kill()
     gateway.process.wait(10)
+    workers += helpers
     try:
         assert wait_gone(workers, 15) == [], gateway.log(mark)
     finally:

@@ -182,6 +182,61 @@ def test_round_trip_any_envelope(env: Envelope) -> None:
     assert decode(encode(Record(env, env.size, SHA))).envelope == env
 
 
+def reference_encode(rec: Record) -> bytes:
+    """The format spelled out with json.dumps per value, as version 1 was first
+    written: encode() is tuned for speed and must keep producing these bytes."""
+    env = rec.envelope
+
+    def dumps(value: object) -> str:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+
+    fields = {
+        "format": "mxgate-envelope",
+        "version": 1,
+        "queue_id": env.queue_id,
+        "body": {"size": rec.body_size, "sha256": rec.body_sha256},
+        "sender": env.sender,
+        "arrival": env.arrival,
+        "client_address": env.client_address,
+        "client_helo": env.client_helo,
+        "client_hostname": env.client_hostname,
+        "size": env.size,
+        "body_type": env.body_type.value,
+        "smtputf8": env.smtputf8,
+        "ret": env.ret.value if env.ret else None,
+        "envid": env.envid,
+    }
+    recipients = [
+        {
+            "address": r.address,
+            "original": r.original,
+            "orcpt": r.orcpt,
+            "notify": sorted(n.value for n in r.notify),
+            "route": dict(r.route),
+            "state": r.state.value,
+            "attempts": r.attempts,
+            "next_attempt": r.next_attempt,
+            "last_reply": r.last_reply,
+        }
+        for r in env.recipients
+    ]
+    text = (
+        "{\n"
+        + "".join(f" {dumps(key)}: {dumps(value)},\n" for key, value in fields.items())
+        + ' "recipients": [\n'
+        + ",\n".join("  " + dumps(r) for r in recipients)
+        + "\n ]\n}\n"
+    )
+    head = text.encode("utf-8")
+    return head + b"END " + hashlib.sha256(head).hexdigest().encode() + b"\n"
+
+
+@given(envelopes.filter(without_surrogates))
+@settings(max_examples=150, deadline=None)
+def test_encoding_is_byte_for_byte_the_version_1_format(env: Envelope) -> None:
+    assert encode(Record(env, env.size, SHA)) == reference_encode(Record(env, env.size, SHA))
+
+
 # -- the envelope value type ---------------------------------------------------------
 
 
@@ -234,6 +289,15 @@ def test_queue_ids_are_unique_valid_and_sorted_by_time() -> None:
     assert len(set(ids)) == len(ids)
     assert ids == sorted(ids)
     assert all(is_queue_id(i) and len(i) == 20 for i in ids)
+
+
+def test_queue_ids_keep_their_spelling() -> None:
+    # time, pid and counter in Crockford base32, most significant first
+    assert QueueIdSource(clock=lambda: 0.0, pid=lambda: 1).new() == "00000000000000010000"
+    source = QueueIdSource(clock=lambda: 1767225600.25, pid=lambda: 2**22 - 1)
+    ids = [source.new() for _ in range(42)]
+    assert ids[0] == "1J79132844G3ZZZZ0000"
+    assert ids[41] == "1J79132844G3ZZZZ0019"
 
 
 def test_queue_ids_differ_between_processes_at_the_same_instant() -> None:

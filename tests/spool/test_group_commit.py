@@ -158,3 +158,35 @@ def test_the_spool_serves_one_event_loop_after_another(tmp_path: Path) -> None:
             asyncio.run(receive(spool, fs, round_))
         assert len(spool.scan(Queue.INCOMING)) == 3
         assert_clean(spool)
+
+
+class ThreadsFS(RecordingFS):
+    """Notes which thread made each create and fsync."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: dict[str, set[str]] = {"create": set(), "fsync": set()}
+
+    def before(self, op: str, path: Path | None) -> None:
+        if op in self.threads:
+            with self.lock:
+                self.threads[op].add(threading.current_thread().name)
+
+
+def test_one_thread_creates_and_a_few_fsync(tmp_path: Path) -> None:
+    fs = ThreadsFS()
+    with Spool(tmp_path / "spool", fs=fs, fsync_threads=3) as spool:
+
+        async def burst() -> list[str]:
+            return await asyncio.gather(*(receive(spool, fs, i) for i in range(40)))
+
+        ids = asyncio.run(burst())
+        assert spool.committer.batches == 1
+        assert fs.count("fsync") == 2 * 40
+        # Files are created by the commit thread alone (creates in one directory
+        # serialise in the kernel; more threads would only contend there).
+        assert len(fs.threads["create"]) == 1
+        assert fs.threads["create"] <= fs.threads["fsync"]
+        assert 1 < len(fs.threads["fsync"]) <= 3
+        for index, queue_id in enumerate(ids):
+            assert_intact(spool, queue_id, make_body(f"G{index}", 4096))

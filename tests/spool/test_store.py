@@ -106,6 +106,18 @@ def test_begin_with_a_chosen_id(spool: Spool) -> None:
         spool.begin("../../etc")
 
 
+def test_a_chosen_id_whose_body_exists_fails_at_the_commit(spool: Spool) -> None:
+    queue_id = spool.new_queue_id()
+    other = spool.layout.body(queue_id)
+    other.write_bytes(b"somebody else's body")
+    with spool.begin(queue_id) as writer:  # not looked up on disk: O_EXCL decides
+        writer.write(b"newcomer\r\n")
+        with pytest.raises(SpoolError):
+            writer.commit_sync(make_envelope(queue_id))
+    assert other.read_bytes() == b"somebody else's body"
+    assert tree(spool.layout.root) == {"data": [queue_id]}
+
+
 def test_claim_update_move_remove(spool: Spool) -> None:
     body = make_body("Y", 3000)
     queue_id = store(spool, body)

@@ -128,8 +128,11 @@ class Courier:
     ) -> dict[str, DeliveryResult]:
         attempt = _Attempt(self, route, domain, envelope, chunk, open_body)
         key = (route.transport, route.for_domain(domain).nexthop)
-        async with self.pool.lease(key) as lease:
+        lease = await self.pool.acquire(key)
+        try:
             await attempt.run(lease)
+        finally:
+            self.pool.release(lease)
         return attempt.results
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -54,14 +55,36 @@ class _Destination:
     open: int = 0  # sessions in use or idle, plus slots about to open one
     waiting: int = 0  # leases waiting for a slot
     idle: list[tuple[Session, asyncio.TimerHandle]] = field(default_factory=list)
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+
+
+def _wake_one(waiters: deque[asyncio.Future[None]]) -> None:
+    """Let the first waiter still waiting look again (it re-checks the limit)."""
+    while waiters:
+        waiter = waiters.popleft()
+        if not waiter.done():
+            waiter.set_result(None)
+            return
+
+
+async def _wait_turn(waiters: deque[asyncio.Future[None]]) -> None:
+    waiter = asyncio.get_running_loop().create_future()
+    waiters.append(waiter)
+    try:
+        await waiter
+    except asyncio.CancelledError:
+        # Woken and cancelled at once: pass the turn on, or it is lost.
+        if waiter.done() and not waiter.cancelled():
+            _wake_one(waiters)
+        raise
 
 
 class ConnectionPool:
     def __init__(self, config: PoolConfig | None = None) -> None:
         self.config = config or PoolConfig()
         self._destinations: dict[Key, _Destination] = {}
-        self._in_use = asyncio.Semaphore(self.config.total_concurrency)
+        self._in_use = 0  # leases holding a global slot
+        self._global_waiters: deque[asyncio.Future[None]] = deque()
         self._closing: set[asyncio.Task[None]] = set()
         self.opened = 0  # leases that found no idle session (statistics, tests)
         self.reused = 0  # leases that got an idle session
@@ -69,31 +92,54 @@ class ConnectionPool:
     @contextlib.asynccontextmanager
     async def lease(self, key: Key) -> AsyncIterator[Lease]:
         """Wait for a slot for ``key`` (and a global one); give it back on exit."""
-        dest = self._destinations.setdefault(key, _Destination())
-        dest.waiting += 1
+        lease = await self.acquire(key)
         try:
-            async with dest.changed:
-                await dest.changed.wait_for(
-                    lambda: bool(dest.idle) or dest.open < self.config.destination_concurrency
-                )
-                session: Session | None = None
-                if dest.idle:
-                    session, timer = dest.idle.pop()  # the most recently used
-                    timer.cancel()
-                    self.reused += 1
-                else:
-                    dest.open += 1
-                    self.opened += 1
+            yield lease
         finally:
-            dest.waiting -= 1
+            self.release(lease)
+
+    async def acquire(self, key: Key) -> Lease:
+        """A slot for ``key`` and a global one; hand it back with ``release``.
+        Without a wait when both are free (no task switch per message)."""
+        dest = self._destinations.get(key)
+        if dest is None:
+            dest = self._destinations[key] = _Destination()
+        limit = self.config.destination_concurrency
+        if not dest.idle and dest.open >= limit:
+            dest.waiting += 1
+            try:
+                while not dest.idle and dest.open >= limit:
+                    await _wait_turn(dest.waiters)
+            finally:
+                dest.waiting -= 1
+        session: Session | None = None
+        if dest.idle:
+            session, timer = dest.idle.pop()  # the most recently used
+            timer.cancel()
+            self.reused += 1
+        else:
+            dest.open += 1
+            self.opened += 1
         lease = Lease(key, session, session is not None)
         try:
-            async with self._in_use:
-                yield lease
-        finally:
-            await self._give_back(key, dest, lease.session)
+            while self._in_use >= self.config.total_concurrency:
+                await _wait_turn(self._global_waiters)
+        except BaseException:
+            self._give_back(key, dest, session)
+            raise
+        self._in_use += 1
+        return lease
 
-    async def _give_back(self, key: Key, dest: _Destination, session: Session | None) -> None:
+    def release(self, lease: Lease) -> None:
+        """Give the slots back, and the session the lease ends with (kept
+        idle if it can be reused, else closed)."""
+        self._in_use -= 1
+        _wake_one(self._global_waiters)
+        dest = self._destinations.get(lease.key)
+        assert dest is not None
+        self._give_back(lease.key, dest, lease.session)
+
+    def _give_back(self, key: Key, dest: _Destination, session: Session | None) -> None:
         if session is not None and self._reusable(session):
             loop = asyncio.get_running_loop()
             timer = loop.call_later(self.config.idle_timeout, self._expire, key, session)
@@ -102,8 +148,7 @@ class ConnectionPool:
             if session is not None:
                 self._close_later(session)
             dest.open -= 1
-        async with dest.changed:
-            dest.changed.notify()
+        _wake_one(dest.waiters)
         self._forget(key, dest)
 
     def _reusable(self, session: Session) -> bool:
@@ -123,14 +168,9 @@ class ConnectionPool:
                 del dest.idle[i]
                 dest.open -= 1
                 self._close_later(session)
-                task = asyncio.ensure_future(self._notify(dest))
-                self._track(task)
+                _wake_one(dest.waiters)
                 self._forget(key, dest)
                 return
-
-    async def _notify(self, dest: _Destination) -> None:
-        async with dest.changed:
-            dest.changed.notify()
 
     def _forget(self, key: Key, dest: _Destination) -> None:
         """Drop the bookkeeping of a destination nobody uses (there may be

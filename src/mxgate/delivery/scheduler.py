@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -44,6 +45,7 @@ from mxgate.core.transport import Route
 from mxgate.delivery.bounce import BounceSettings, enqueue_bounce, is_our_bounce
 from mxgate.delivery.courier import Courier, OpenBody
 from mxgate.delivery.result import DeliveryResult, Status
+from mxgate.delivery.unlinker import Unlinker
 from mxgate.maillog import MailLog
 from mxgate.spool import MessageNotFoundError, Queue, QueuedMessage, Spool, SpoolError
 
@@ -57,6 +59,9 @@ class SchedulerSettings:
     queue_run_delay: float = 300.0
     incoming_poll: float = 0.2
     active_limit: int = 500
+    rescan_gap: float = 0.01
+    """Finished deliveries ask for a look at incoming/ (under load, new mail
+    is likely there); at most one such scan per this many seconds."""
 
 
 class QueueManager:
@@ -84,27 +89,51 @@ class QueueManager:
         self.srs = srs  # the SRS settings and keys at a given time; None: SRS off
         self.in_flight: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
+        self._urgent = False  # woken by an operator or a full window: no rescan_gap
         self._deferred_scan_at = 0.0
+        self._window_full = False  # the last scan left messages for lack of room
+        self._remover = _Remover(spool)
+
+    @property
+    def remover_pid(self) -> int | None:
+        """The helper process that removes delivered messages (None: threads)."""
+        return self._remover.helper_pid
 
     def wake(self) -> None:
         """Look at the queues now (``queue flush``, SIGUSR1), deferred ones included."""
         self._deferred_scan_at = 0.0
+        self._urgent = True
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                self._scan()
-            except SpoolError as exc:  # a disk problem: say so, try again later
-                self.maillog.line("qmgr", f"warning: queue scan failed: {exc}")
-            self._wake.clear()
-            waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())}
-            await asyncio.wait(
-                waiters, timeout=self.settings.incoming_poll, return_when=asyncio.FIRST_COMPLETED
-            )
-            for waiter in waiters:
-                waiter.cancel()
+        await self._remover.start()
+        stopping = asyncio.ensure_future(stop.wait())
+        waking = asyncio.ensure_future(self._wake.wait())
+        loop = asyncio.get_running_loop()
+        try:
+            while not stop.is_set():
+                self._urgent = False
+                try:
+                    self._scan()
+                except SpoolError as exc:  # a disk problem: say so, try again later
+                    self.maillog.line("qmgr", f"warning: queue scan failed: {exc}")
+                scanned = loop.time()
+                self._wake.clear()
+                if waking.done():
+                    waking = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait(
+                    (stopping, waking),
+                    timeout=self.settings.incoming_poll,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                gap = scanned + self.settings.rescan_gap - loop.time()
+                if gap > 0 and not self._urgent and not stop.is_set():
+                    await asyncio.sleep(gap)  # let finished deliveries and new mail gather
+        finally:
+            stopping.cancel()
+            waking.cancel()
         await self.drain()
+        await self._remover.close()
 
     async def drain(self) -> None:
         """Let the attempts in flight finish (their outcomes are recorded)."""
@@ -113,6 +142,7 @@ class QueueManager:
 
     # -- picking messages -------------------------------------------------------
     def _scan(self) -> None:
+        self._window_full = False
         for queue_id in self.spool.scan(Queue.INCOMING):
             if not self._start(queue_id, Queue.INCOMING):
                 return
@@ -140,6 +170,7 @@ class QueueManager:
         if queue_id in self.in_flight:
             return True
         if len(self.in_flight) >= self.settings.active_limit:
+            self._window_full = True
             return False
         try:
             message = self.spool.claim(queue_id, source)
@@ -150,14 +181,16 @@ class QueueManager:
             return True  # someone else (an operator's hold, another manager) was first
         task = asyncio.create_task(self._attempt(message, self.clock()))
         self.in_flight[queue_id] = task
-        task.add_done_callback(self._done)
+        task.add_done_callback(functools.partial(self._done, queue_id))
         return True
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        for queue_id, running in list(self.in_flight.items()):
-            if running is task:
-                del self.in_flight[queue_id]
-                self._wake.set()  # a slot in the active window is free
+    def _done(self, queue_id: str, task: asyncio.Task[None]) -> None:
+        if self.in_flight.get(queue_id) is task:
+            del self.in_flight[queue_id]
+        if self._window_full:  # a slot in the active window is free: fill it at once
+            self._window_full = False
+            self._urgent = True
+        self._wake.set()
 
     # -- one delivery pass over a message -------------------------------------
     async def _attempt(self, message: QueuedMessage, claimed: float) -> None:
@@ -194,10 +227,10 @@ class QueueManager:
             )
             for (route, sender), rcpts in groups.items()
         ]
+        # Most messages have one next hop: no task (gather makes one each) for it.
+        outcomes = [await attempts[0]] if len(attempts) == 1 else await asyncio.gather(*attempts)
         relayed: set[str] = set()  # handed to a next hop that cannot report on
-        for (_route, rcpts), results in zip(
-            groups.items(), await asyncio.gather(*attempts), strict=True
-        ):
+        for (_route, rcpts), results in zip(groups.items(), outcomes, strict=True):
             for recipient in rcpts:
                 result = results[recipient.address]
                 updated[recipient.address] = self._record(
@@ -372,8 +405,13 @@ class QueueManager:
             # the record (an fsync per message). If a crash loses the unlink,
             # the message comes back with its old states and is delivered again:
             # at-least-once, as Postfix, which does not fsync its deletes either.
-            # The unlinks wait for the journal on a busy disk: off the loop.
-            await asyncio.to_thread(self.spool.remove, queue_id, Queue.ACTIVE)
+            # The unlinks wait for the disk on a busy disk: off the loop. A
+            # message still in the spool's journal has no files: one line in
+            # its segment's done list, written here.
+            if queue_id in self.spool.journal_index:
+                self.spool.remove(queue_id, Queue.ACTIVE)
+            else:
+                await self._remover.remove(queue_id)
             self.maillog.removed(queue_id)
             return
         # Deferred: the new states and retry times must survive a crash.
@@ -382,6 +420,136 @@ class QueueManager:
     def _defer(self, envelope: Envelope) -> None:
         self.spool.update(envelope, Queue.ACTIVE)
         self.spool.move(envelope.queue_id, Queue.ACTIVE, Queue.DEFERRED)
+
+
+class _Remover:
+    """Removes delivered messages from active/, off the event loop (an
+    unlink of an fsynced file waits for the disk): through the helper
+    process of ``unlinker`` once ``start`` has started it, else (or after it
+    died) on worker threads. Either way in batches: a batch leaves
+    ``GATHER`` seconds after its first message, or at once while nothing
+    is being removed."""
+
+    GATHER = 0.005
+    MAX_THREAD_BATCHES = 2  # in flight at once: one stuck on the disk does not stop the rest
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self._waiting: dict[str, asyncio.Future[None]] = {}
+        self._pending: list[str] = []
+        self._threads = 0  # thread batches running
+        self._timer: asyncio.Handle | None = None
+        self._helper: Unlinker | None = None
+        self._resent: set[str] = set()  # unanswered by a helper that died
+
+    async def start(self) -> None:
+        helper = Unlinker(self.spool.layout.root, self._answer, self._lost)
+        try:
+            await helper.start()
+        except OSError as exc:
+            log.warning("cannot start the remover helper, removing on threads: %s", exc)
+            return
+        self._helper = helper
+
+    @property
+    def helper_pid(self) -> int | None:
+        """The helper process, None when removing on threads."""
+        helper = self._helper
+        return helper.pid if helper is not None and helper.alive else None
+
+    async def close(self) -> None:
+        """Stop the helper once it answered everything it was sent."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._flush()
+        helper, self._helper = self._helper, None
+        if helper is not None:
+            await helper.close()
+
+    def remove(self, queue_id: str) -> asyncio.Future[None]:
+        """Remove ``queue_id`` from active/; the future ends when it is gone
+        (with the spool's exception if it could not be removed)."""
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self._waiting[queue_id] = done
+        self._pending.append(queue_id)
+        if self._timer is None:
+            if self._busy:
+                self._timer = loop.call_later(self.GATHER, self._due)
+            else:
+                self._flush()
+        return done
+
+    @property
+    def _busy(self) -> bool:
+        helper = self._helper
+        if helper is not None and helper.alive:
+            return helper.outstanding > 0
+        return self._threads > 0
+
+    def _due(self) -> None:
+        self._timer = None
+        self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        helper = self._helper
+        if helper is not None and helper.alive:
+            batch, self._pending = self._pending, []
+            helper.send(batch)
+        elif self._threads < self.MAX_THREAD_BATCHES:
+            batch, self._pending = self._pending, []
+            self._threads += 1
+            job = asyncio.get_running_loop().run_in_executor(None, self._unlink, batch)
+            job.add_done_callback(functools.partial(self._unlinked, batch))
+        # else: the next thread batch to end sends these
+
+    def _answer(self, queue_id: str, error: Exception | None) -> None:
+        if queue_id in self._resent:
+            self._resent.discard(queue_id)
+            if isinstance(error, MessageNotFoundError):
+                error = None  # the helper removed it before it died
+        done = self._waiting.pop(queue_id, None)
+        if done is None or done.done():
+            return  # its attempt was cancelled (shutdown)
+        if error is None:
+            done.set_result(None)
+        else:
+            done.set_exception(error)
+
+    def _lost(self, queue_ids: list[str]) -> None:
+        log.warning("the remover helper exited; removing on threads")
+        self._resent.update(queue_ids)
+        self._pending[:0] = queue_ids
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_soon(self._due)
+
+    def _unlink(self, queue_ids: list[str]) -> list[Exception | None]:
+        errors: list[Exception | None] = []
+        for queue_id in queue_ids:
+            try:
+                self.spool.remove(queue_id, Queue.ACTIVE)
+            except Exception as exc:  # the message's own attempt reports it
+                errors.append(exc)
+            else:
+                errors.append(None)
+        return errors
+
+    def _unlinked(self, batch: list[str], job: asyncio.Future[list[Exception | None]]) -> None:
+        self._threads -= 1
+        errors: list[Exception | None]
+        if job.cancelled():
+            errors = [SpoolError("removal cancelled")] * len(batch)
+        elif (failure := job.exception()) is not None:
+            errors = [SpoolError(f"removal failed: {failure!r}")] * len(batch)
+        else:
+            errors = job.result()
+        for queue_id, error in zip(batch, errors, strict=True):
+            self._answer(queue_id, error)
+        if self._pending and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.GATHER, self._due)
 
 
 def _due(recipient: Recipient, now: float) -> bool:

@@ -24,7 +24,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, cast
 
 from mxgate.core.outcome import (
     Deferred,
@@ -92,24 +92,33 @@ class _Channel(asyncio.Protocol):
     """The socket side of a session: what arrives goes straight into the
     ``ClientConnection`` (no stream buffer in between) and wakes the one
     coroutine waiting for it. A delivery awaits a reply three or four times
-    per message; a future and a timer per wait cost a fraction of what a
-    StreamReader read under ``wait_for`` did (a task each)."""
+    per message; a future per wait costs a fraction of what a StreamReader
+    read under ``wait_for`` did (a task each).
+
+    Timeouts: each wait moves ``deadline``; one timer per channel, re-armed
+    only when it fires before the deadline of the wait then in progress, so
+    a busy connection arms a timer every few minutes, not one per reply."""
 
     def __init__(self, conn: ClientConnection) -> None:
         self.conn = conn
         self.transport: asyncio.Transport | None = None
         self.eof = False  # no more data will come (EOF, error, or closed by us)
         self.error: Exception | None = None  # how the connection was lost, if not by EOF
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Kept: asyncio.get_running_loop() costs a getpid() system call each time.
+        self.loop = asyncio.get_running_loop()
+        self.closed: asyncio.Future[None] = self.loop.create_future()
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
         self._drained: asyncio.Future[None] | None = None
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
 
     # -- asyncio.Protocol ------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports do not derive from asyncio.Transport: no isinstance.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.conn.receive_data(data)
@@ -120,6 +129,9 @@ class _Channel(asyncio.Protocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._end(exc)
         if not self.closed.done():
             self.closed.set_result(None)
@@ -158,9 +170,9 @@ class _Channel(asyncio.Protocol):
         while self._paused:
             if self.transport is None or self.transport.is_closing():
                 raise ConnectionResetError("Connection lost")
-            self._drained = asyncio.get_running_loop().create_future()
+            self._drained = self.loop.create_future()
             try:
-                await _bounded(self._drained, timeout)
+                await self._bounded(self._drained, timeout)
             finally:
                 self._drained = None
 
@@ -171,26 +183,33 @@ class _Channel(asyncio.Protocol):
             if self.error is not None:
                 raise self.error
             return
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter = self.loop.create_future()
         try:
-            await _bounded(self._waiter, timeout)
+            await self._bounded(self._waiter, timeout)
         finally:
             self._waiter = None
         if self.eof and self.error is not None:
             raise self.error
 
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
-
-
-async def _bounded(waiter: asyncio.Future[None], timeout: float) -> None:
-    timer = asyncio.get_running_loop().call_later(timeout, _expire, waiter)
-    try:
+    async def _bounded(self, waiter: asyncio.Future[None], timeout: float) -> None:
+        self._deadline = deadline = self.loop.time() + timeout
+        if self._timer is None or deadline < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.loop.call_at(deadline, self._expire)
+            self._timer_at = deadline
         await waiter
-    finally:
-        timer.cancel()
+
+    def _expire(self) -> None:
+        self._timer = None
+        waiter = self._waiter if self._waiter is not None else self._drained
+        if waiter is None or waiter.done():
+            return  # nobody waits: the next wait arms the timer again
+        if self.loop.time() >= self._deadline:
+            waiter.set_exception(TimeoutError())
+        else:
+            self._timer = self.loop.call_at(self._deadline, self._expire)
+            self._timer_at = self._deadline
 
 
 def _connect_failed(candidate: Candidate, reason: str) -> Deferred:
@@ -304,7 +323,7 @@ class Session:
         assert channel.transport is not None
         try:
             # No server_hostname: no SNI, as Postfix's empty smtp_tls_servername.
-            transport = await asyncio.get_running_loop().start_tls(
+            transport = await channel.loop.start_tls(
                 channel.transport,
                 channel,
                 tls_context or client_tls_context(),

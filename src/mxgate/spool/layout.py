@@ -88,12 +88,14 @@ def is_queue_id(text: str) -> bool:
     return QUEUE_ID_RE.match(text) is not None
 
 
-def _base32(value: int, width: int) -> str:
-    chars = []
-    for _ in range(width):
-        value, digit = divmod(value, 32)
-        chars.append(_ALPHABET[digit])
-    return "".join(reversed(chars))
+_PAIRS = [first + second for first in _ALPHABET for second in _ALPHABET]
+"""Every 10-bit value as its two characters: an id is 10 lookups, not 20 divisions."""
+_PAIR_SHIFTS = tuple(range(90, -1, -10))
+
+
+def _base32(value: int) -> str:
+    """The 20 characters of a 100-bit ``value``, most significant first."""
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
 
 
 class QueueIdSource:
@@ -119,8 +121,4 @@ class QueueIdSource:
         micros = int(self._clock() * 1_000_000)
         # 11 chars hold 55 bits of microseconds (until year 3111); 5 chars hold any
         # Linux pid (pid_max <= 2**22); the counter wraps at 2**20 per process.
-        return (
-            _base32(micros % 32**11, 11)
-            + _base32(self._pid() % 32**5, 5)
-            + _base32(count % 32**4, 4)
-        )
+        return _base32((micros % 32**11) << 45 | (self._pid() % 32**5) << 20 | (count % 32**4))

@@ -177,7 +177,7 @@ class SpoolWriter:
         item = PendingCommit(
             queue_id=self.queue_id,
             body_fd=self._fd,
-            tail=bytes(self._buffer),
+            tail=self._buffer,  # handed over, not copied: the writer is done with it
             record=record,
             record_tmp=self._layout.tmp / tmp_name(self.queue_id),
             owns_body=self._fd is not None,
