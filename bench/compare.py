@@ -11,6 +11,8 @@ loopback limit, interleaved and repeated:
   throughput   accept and end-to-end rate, concurrency 1, 10, 50, 1 and 5
                recipients, 4 KiB messages, from 127.0.0.2-127.0.0.6 (outside
                mynetworks); CPU seconds per 1000 messages; RCPT latency
+  latency      RCPT and end-of-DATA reply latency at a fixed offered load
+               (100 messages/s over 10 sessions, open loop), both gateways
   rejection    unknown recipients (dictionary attack), 9 per session
   edits        time from an INSERT into mailbox until the gateway accepts it
   outage       PostgreSQL stopped: fraction of valid recipients accepted
@@ -55,12 +57,18 @@ CONCURRENCY = (1, 10, 50)
 RCPTS = (1, 5)
 REJECT_CONCURRENCY = 10
 REJECT_RCPTS = 9  # per session: below Postfix's smtpd_soft_error_limit (10) tarpit
+# The latency workload: an offered load that both gateways carry (Postfix peaks
+# near 290 messages/s here), so that reply latencies are service times, not the
+# queueing of a saturated machine that the throughput runs measure.
+LATENCY_RATE = 100.0
+LATENCY_CONCURRENCY = 10
 
 FULL = {
     "mailboxes": 1_000_000,
     "reps": 5,
     "duration": 8.0,
     "reject_duration": 10.0,
+    "latency": 10.0,
     "edits": 10,
     "outage": 30.0,
     "profile": 10.0,
@@ -70,6 +78,7 @@ QUICK = {
     "reps": 2,
     "duration": 2.0,
     "reject_duration": 3.0,
+    "latency": 4.0,
     "edits": 4,
     "outage": 10.0,
     "profile": 4.0,
@@ -189,6 +198,7 @@ class Bench:
         duration: float,
         mode: str = "deliver",
         seed: int = 1,
+        rate: float = 0.0,
     ) -> dict[str, Any]:
         cmd = [
             sys.executable,
@@ -213,6 +223,8 @@ class Bench:
             str(self.scale.domains),
             "--seed",
             str(seed),
+            "--rate",
+            str(rate),
         ]
         proc = subprocess.run(
             cmd,
@@ -247,6 +259,7 @@ class Bench:
         rep: int,
         duration: float,
         record: bool = True,
+        rate: float = 0.0,
     ) -> dict[str, Any]:
         self.wait_idle(system)
         roots = self.roots(system)
@@ -261,6 +274,7 @@ class Bench:
             rcpts=rcpts,
             duration=duration,
             seed=1000 * rep + concurrency * 10 + rcpts,
+            rate=rate,
         )
         counts = out["counts"]
         accepted = counts.get("messages_accepted", 0)
@@ -298,6 +312,7 @@ class Bench:
             "counts": counts,
             "samples": out["samples"],
             "rcpt_latency_ok": out["rcpt_latency_ok"],
+            "data_latency_ok": out.get("data_latency_ok", {}),
             "rcpt_latency_tempfail": out["rcpt_latency_tempfail"],
         }
         if not run["e2e_complete"]:
@@ -453,6 +468,46 @@ class Bench:
             self.run_gateway(
                 system, 10, 1, -1, max(1.0, float(self.plan["duration"]) / 2), record=False
             )
+
+    # -- latency at a fixed offered load ------------------------------------------------
+    def latency(self) -> None:
+        reps = int(self.plan["reps"])
+        duration = float(self.plan.get("latency", 4.0))
+        log(
+            f"latency: {reps} rounds, {duration:g} s each, {LATENCY_RATE:g} messages/s offered "
+            f"over {LATENCY_CONCURRENCY} sessions, 1 rcpt"
+        )
+        for rep in range(reps):
+            for system in ("postfix", "mxgate") if rep % 2 == 0 else ("mxgate", "postfix"):
+                self.wait_idle(system)
+                out = self.loadgen(
+                    self.target(system),
+                    concurrency=LATENCY_CONCURRENCY,
+                    rcpts=1,
+                    duration=duration,
+                    seed=500 + rep,
+                    rate=LATENCY_RATE,
+                )
+                run = {
+                    "system": system,
+                    "kind": "latency",
+                    "concurrency": LATENCY_CONCURRENCY,
+                    "rate": LATENCY_RATE,
+                    "rep": rep,
+                    "elapsed_s": out["elapsed_s"],
+                    "messages_accepted": out["counts"].get("messages_accepted", 0),
+                    "rcpt_latency_ok": out["rcpt_latency_ok"],
+                    "data_latency_ok": out.get("data_latency_ok", {}),
+                    "counts": out["counts"],
+                }
+                rl, dl = run["rcpt_latency_ok"], run["data_latency_ok"]
+                log(
+                    f"  {system:8} rep {rep}: {run['messages_accepted']} msgs; RCPT p50/p99 "
+                    f"{rl.get('p50_us', 0) / 1000:.2f}/{rl.get('p99_us', 0) / 1000:.2f} ms, "
+                    f"end of DATA p50/p99 {dl.get('p50_us', 0) / 1000:.2f}/"
+                    f"{dl.get('p99_us', 0) / 1000:.2f} ms"
+                )
+                self.runs.append(run)
 
     # -- rejection ---------------------------------------------------------------
     def rejection(self) -> None:
@@ -674,6 +729,7 @@ class Bench:
             self.setup()
             self.warmup()
             self.throughput()
+            self.latency()
             self.rejection()
             self.profile()
             self.edits()
@@ -930,6 +986,21 @@ def summarise(runs: list[dict[str, Any]], results: dict[str, Any]) -> dict[str, 
         }
     reject["mx_over_pf"] = ratio(reject["mxgate"]["reject_rate"], reject["postfix"]["reject_rate"])
 
+    latency: dict[str, Any] = {}
+    for system in ("postfix", "mxgate"):
+        rs = pick("latency", system=system)
+        latency[system] = {
+            "n": len(rs),
+            "messages": sum(r["messages_accepted"] for r in rs),
+            "rate": rs[0]["rate"] if rs else None,
+            "concurrency": rs[0]["concurrency"] if rs else None,
+        }
+        for key, field in (("rcpt", "rcpt_latency_ok"), ("data", "data_latency_ok")):
+            for q in ("p50", "p99", "p999"):
+                latency[system][f"{key}_{q}_ms"] = med(
+                    [r[field][f"{q}_us"] / 1000 for r in rs if f"{q}_us" in r.get(field, {})]
+                )
+
     edits = {}
     for system in ("postfix", "mxgate"):
         rs = pick("edit", system=system)
@@ -960,6 +1031,7 @@ def summarise(runs: list[dict[str, Any]], results: dict[str, Any]) -> dict[str, 
     return {
         "throughput": throughput,
         "reject": reject,
+        "latency": latency,
         "edits": edits,
         "outage": outage,
         "memory": memory,

@@ -20,14 +20,19 @@ Recipients, with mailbox ``n`` named ``user{n}@d{n % domains}.bench.example``:
             (``nobody{random}@d{k}``, domains without catch-alls): the
             dictionary attack; no DATA
 
+With ``--rate R`` the sessions start messages on an open-loop schedule,
+message k at k/R seconds (the latency workload: a load both gateways carry,
+so that latencies are service times rather than queueing at saturation).
+
 It prints one JSON object: counts of replies by class, messages accepted
-after DATA, elapsed wall time, its own CPU time, and RCPT reply latency
-percentiles (microseconds, from writing the command to reading the whole
-reply) for accepted and rejected recipients.
+after DATA, elapsed wall time, its own CPU time, and latency percentiles
+(microseconds, from writing to reading the whole reply) of RCPT replies, for
+accepted and rejected recipients, and of the reply to the end of DATA.
 
 Usage: python bench/loadgen.py --target 127.0.0.1:2525 [--sources 127.0.0.2-127.0.0.6]
        [--concurrency 10] [--duration 10 | --messages N] [--rcpts 1] [--size 4096]
        [--mode deliver|unknown] [--mailboxes 1000000] [--domains 1000] [--seed 1]
+       [--rate R]
 """
 
 from __future__ import annotations
@@ -144,6 +149,7 @@ class Stats:
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
         self.rcpt_ok_ns = array("q")
+        self.data_ok_ns = array("q")  # end of data to the 250 (the gateway's commit)
         self.rcpt_rejected_ns = array("q")
         self.rcpt_tempfail_ns = array("q")
         self.samples: dict[str, str] = {}
@@ -204,6 +210,7 @@ class Load:
         self.sources = parse_sources(args.sources)
         self.stats = Stats()
         self.deadline = 0.0
+        self.t0 = 0.0
         self.started_messages = 0
         self.head, self.tail = make_body(args.size)
         self.mail_from = f"MAIL FROM:<load@{SENDER_DOMAIN}>\r\n".encode()
@@ -218,6 +225,14 @@ class Load:
             return False
         self.started_messages += 1
         return True
+
+    def pause(self) -> float:
+        """With --rate: seconds until the slot of the message just started
+        (an open-loop schedule: message k starts at k / rate)."""
+        if not self.args.rate:
+            return 0.0
+        slot = self.t0 + (self.started_messages - 1) / self.args.rate
+        return max(0.0, slot - time.monotonic())
 
     def recipients(self, rng: random.Random) -> list[str]:
         a = self.args
@@ -245,6 +260,9 @@ class Load:
         rng = random.Random(a.seed * 1_000_003 + index)
         source = self.sources[index % len(self.sources)]
         while self.more():
+            wait = self.pause()
+            if wait:
+                await asyncio.sleep(wait)
             proto = ClientProtocol()
             try:
                 await connect(loop, proto, self.host, self.port, source)
@@ -308,9 +326,11 @@ class Load:
                 raise Reply(code, text)
             self.counter += 1
             msgid = f"Message-ID: <{self.counter:010d}.{os.getpid() % 1000000:06d}"
+            t0 = perf()
             proto.write(self.head + msgid.encode() + b"@load.outside.example>\r\n" + self.tail)
             code, text = await proto.read()
             if code // 100 == 2:
+                stats.data_ok_ns.append(perf() - t0)
                 stats.add("messages_accepted")
                 stats.add("rcpt_delivered", accepted)
             else:
@@ -323,7 +343,7 @@ class Load:
     async def run(self) -> dict[str, Any]:
         a = self.args
         t_wall = time.time()
-        t0 = time.monotonic()
+        t0 = self.t0 = time.monotonic()
         self.deadline = t0 + a.duration if a.duration else float("inf")
         cpu0 = time.process_time()
         await asyncio.gather(*(self.session(i) for i in range(a.concurrency)))
@@ -342,6 +362,7 @@ class Load:
             "counts": s.counts,
             "samples": s.samples,
             "rcpt_latency_ok": percentiles(s.rcpt_ok_ns),
+            "data_latency_ok": percentiles(s.data_ok_ns),
             "rcpt_latency_rejected": percentiles(s.rcpt_rejected_ns),
             "rcpt_latency_tempfail": percentiles(s.rcpt_tempfail_ns),
         }
@@ -396,6 +417,12 @@ def main() -> None:
     p.add_argument("--mailboxes", type=int, default=1_000_000)
     p.add_argument("--domains", type=int, default=1000)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="messages per second in all (0: no pacing)",
+    )
     args = p.parse_args()
     if not args.duration and not args.messages:
         p.error("give --duration or --messages")

@@ -89,46 +89,63 @@ class Probe(Bench):
         return procs
 
 
+def parse_workload(text: str) -> tuple[int, int, float]:
+    shape, _, rate = text.partition("@")
+    c, r = (int(x) for x in shape.split(":"))
+    return c, r, float(rate or 0)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     p.add_argument("--quick", action="store_true", help="the 100k-mailbox data set")
-    p.add_argument("--workload", action="append", default=[], help="C:R (default 1:1 10:1 50:1)")
+    p.add_argument(
+        "--workload",
+        action="append",
+        default=[],
+        help="C:R or C:R@RATE (messages/s offered; default 1:1 10:1 50:1)",
+    )
     p.add_argument("--duration", type=float, default=4.0)
     p.add_argument("--reps", type=int, default=1)
     p.add_argument("--profile", type=Path)
+    p.add_argument("--workers", type=int, default=0, help="SMTP worker processes (default 2)")
     p.add_argument(
         "--workdir", type=Path, default=Path(os.environ.get("MXBENCH_DIR", "/tmp/mxgate-bench"))
     )
     p.add_argument("--keep-running", action="store_true", help="leave PostgreSQL running")
     args = p.parse_args()
-    workloads = [tuple(int(x) for x in w.split(":")) for w in args.workload] or [
-        (1, 1),
-        (10, 1),
-        (50, 1),
+    workloads = [parse_workload(w) for w in args.workload] or [
+        (1, 1, 0.0),
+        (10, 1, 0.0),
+        (50, 1, 0.0),
     ]
     bench = Probe(args)
+    if args.workers:
+        bench.mxgate.workers = args.workers
     bench.plan = dict(QUICK if args.quick else FULL)
     bench.scale = lab.Scale(mailboxes=int(bench.plan["mailboxes"]))
     rows: list[dict[str, Any]] = []
     try:
         bench.setup()
         bench.run_gateway("mxgate", 10, 1, -1, 1.0, record=False)  # warm-up
-        for i, (c, r) in enumerate(workloads):
+        for i, (c, r, rate) in enumerate(workloads):
             profs = []
             if args.profile is not None and i == 0:
                 profs = bench.profile_start(args.profile, args.duration * args.reps)
             for rep in range(args.reps):
-                rows.append(bench.run_gateway("mxgate", c, r, rep, args.duration, record=False))
+                rows.append(
+                    bench.run_gateway("mxgate", c, r, rep, args.duration, record=False, rate=rate)
+                )
             for proc in profs:
                 proc.wait(120)
     finally:
         bench.teardown()
     print(
         f"{'c:r':>6} {'accept/s':>9} {'e2e/s':>8} {'cpu/1000':>9} {'workers':>8} "
-        f"{'master':>7} {'user':>6} {'sys':>6} {'p50ms':>6} {'p99ms':>6}"
+        f"{'master':>7} {'user':>6} {'sys':>6} {'rcpt50':>6} {'rcpt99':>6} "
+        f"{'dot50':>6} {'dot99':>6}"
     )
-    for c, r in workloads:
-        sel = [x for x in rows if x["concurrency"] == c and x["rcpts"] == r]
+    for i, (c, r, rate) in enumerate(workloads):
+        sel = rows[i * args.reps : (i + 1) * args.reps]
 
         def m(key: str, sel: list[dict[str, Any]] = sel) -> float:
             return statistics.median(x[key] for x in sel)
@@ -137,11 +154,14 @@ def main() -> None:
             return statistics.median(1000 * x[key] / max(1, x["messages_accepted"]) for x in sel)
 
         lat = sel[0]["rcpt_latency_ok"]
+        dot = sel[0].get("data_latency_ok", {})
         print(
-            f"{c:>3}:{r:<2} {m('accept_rate'):9.1f} {m('e2e_rate'):8.1f} {per('cpu_s'):9.2f} "
+            f"{c:>3}:{r:<2}{'@' + format(rate, 'g') if rate else ''} {m('accept_rate'):9.1f} "
+            f"{m('e2e_rate'):8.1f} {per('cpu_s'):9.2f} "
             f"{per('cpu_s') - per('cpu_master_s'):8.2f} {per('cpu_master_s'):7.2f} "
             f"{per('cpu_user_s'):6.2f} {per('cpu_system_s'):6.2f} "
-            f"{lat.get('p50_us', 0) / 1000:6.2f} {lat.get('p99_us', 0) / 1000:6.2f}"
+            f"{lat.get('p50_us', 0) / 1000:6.2f} {lat.get('p99_us', 0) / 1000:6.2f} "
+            f"{dot.get('p50_us', 0) / 1000:6.2f} {dot.get('p99_us', 0) / 1000:6.2f}"
         )
 
 
