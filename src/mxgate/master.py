@@ -73,6 +73,11 @@ async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
     resolver = DnsResolver(list(settings.nameservers) or None, port=settings.dns_port)
     courier = Courier(settings.courier, resolver)
     spool = Spool(settings.spool_dir)
+    # Frames that earlier workers left in the journal (a crash, a restart) are
+    # delivered from there; no worker of ours runs yet.
+    adopted = spool.adopt_journal()
+    if adopted:
+        log.line("qmgr", f"{adopted} message(s) taken over from the journal")
     manager = QueueManager(
         spool,
         lambda: holder.current,

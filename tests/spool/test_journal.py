@@ -189,7 +189,7 @@ def test_tools_see_journal_messages_as_active(tmp_path: Path) -> None:
 # -- recovery ----------------------------------------------------------------------
 
 
-def test_recovery_writes_out_unfinished_frames_and_drops_the_rest(tmp_path: Path) -> None:
+def test_recovery_leaves_unfinished_frames_to_the_queue_manager(tmp_path: Path) -> None:
     root = tmp_path / "spool"
     with Spool(root) as spool:
         layout = spool.layout
@@ -201,8 +201,13 @@ def test_recovery_writes_out_unfinished_frames_and_drops_the_rest(tmp_path: Path
     with Spool(root) as spool:
         report = spool.recover()
         assert report.requeued == ["K0000002"]
+        # The queue manager takes the segment over and delivers from it.
+        assert spool.adopt_journal() == 1
         assert spool.scan(Queue.INCOMING) == ["K0000002"]
-        assert spool.load("K0000002").envelope.queue_id == "K0000002"
+        message = spool.claim("K0000002")
+        assert message is not None and message.envelope.queue_id == "K0000002"
+        spool.remove("K0000002", Queue.ACTIVE)
+    # Done and sealed (the torn tail was never acknowledged): the segment is gone.
     assert os.listdir(directory) == []
 
 

@@ -47,6 +47,7 @@ class _Segment:
     read: int = 0  # frames before this offset are in the index (or done)
     durable: int = 0  # the writer said: on stable storage up to here
     sealed: bool = False
+    keep: bool = False  # damaged: never delete it while running
     live: set[str] = field(default_factory=set)
     done_fd: int = -1
 
@@ -82,9 +83,28 @@ class JournalIndex:
         if not is_segment_name(name) or "/" in name:
             return 0
         with self._lock:
-            return self._feed(name, durable, sealed)
+            return self._feed(name, durable, sealed, frozenset())
 
-    def _feed(self, name: str, durable: int, sealed: bool) -> int:
+    def adopt(self) -> int:
+        """Take over the segments left by earlier workers (call before any worker
+        of ours starts): every frame not on its done list is to deliver. The
+        number of such messages."""
+        directory = self.directory
+        names = sorted(os.listdir(directory)) if directory.is_dir() else []
+        added = 0
+        with self._lock:
+            for name in names:
+                if not is_segment_name(name) or name in self._segments:
+                    continue
+                try:
+                    size = (directory / name).stat().st_size
+                except FileNotFoundError:
+                    continue
+                done = frozenset(read_done(directory / (name + DONE_SUFFIX)))
+                added += self._feed(name, size, True, done)
+        return added
+
+    def _feed(self, name: str, durable: int, sealed: bool, skip: frozenset[str]) -> int:
         segment = self._segments.get(name)
         if segment is None:
             try:
@@ -97,16 +117,26 @@ class JournalIndex:
         added = 0
         if segment.read < segment.durable:
             # One read for everything made durable since the last tick (a batch).
-            data = os.pread(segment.fd, segment.durable - segment.read, segment.read)
-            last = segment.read
-            for item in frames(data, segment.read):
+            start = segment.read
+            data = os.pread(segment.fd, segment.durable - start, start)
+            last = start
+            for item in frames(data, start):
+                last = item.end
+                if item.queue_id in skip:
+                    continue
                 self.waiting[item.queue_id] = JournalMessage(item, name)
                 segment.live.add(item.queue_id)
-                last = item.end
                 added += 1
-            # A damaged frame below the durable mark stops the reading here; the
-            # recovery at the next start deals with it (and keeps the evidence).
             segment.read = last
+            if segment.sealed and last < segment.durable:
+                if _meaningful(data[last - start :]):
+                    # Frames after damage cannot be found: keep the segment for
+                    # the recovery at the next start (it keeps the evidence).
+                    log.warning("%s: journal segment damaged at byte %d", name, last)
+                    segment.keep = True
+                else:
+                    # A torn tail (a worker killed mid-write): never acknowledged.
+                    segment.durable = last
         self._maybe_delete(segment)
         return added
 
@@ -131,6 +161,14 @@ class JournalIndex:
         """The record of a claimed journal message (None: not one)."""
         message = self.claimed.get(queue_id)
         return message.record if message is not None else None
+
+    def peek(self, queue_id: str) -> Record | None:
+        """The record of a journal message not claimed yet (None: not one)."""
+        message = self.waiting.get(queue_id)
+        if message is None:
+            return None
+        frame = message.frame
+        return decode(self._read(message, frame.record_offset, frame.record_length))
 
     def body(self, queue_id: str) -> bytes:
         message = self.claimed.get(queue_id) or self.waiting.get(queue_id)
@@ -196,7 +234,7 @@ class JournalIndex:
         self._maybe_delete(segment)
 
     def _maybe_delete(self, segment: _Segment) -> None:
-        if not segment.sealed or segment.live or segment.read < segment.durable:
+        if not segment.sealed or segment.live or segment.read < segment.durable or segment.keep:
             return
         # Every frame the writer ever made durable is finished: the segment goes.
         for path in (self.directory / segment.name, self.directory / (segment.name + DONE_SUFFIX)):
@@ -234,14 +272,23 @@ def write_queue_files(
 
 @dataclass(slots=True)
 class JournalRecovery:
-    queue_ids: list[str] = field(default_factory=list)  # frames written out to incoming/
-    segments: int = 0  # segment files removed
+    queue_ids: list[str] = field(default_factory=list)  # unfinished frames (delivered at start)
+    segments: int = 0  # segment files removed or moved to corrupt/
     damaged: list[str] = field(default_factory=list)  # segments kept in corrupt/
 
 
 def recover_journal(fs: fsio.FileSystem, layout: Layout) -> JournalRecovery:
-    """Write every unfinished journal frame out to incoming/, then drop the
-    segments (a torn tail was never acknowledged). Raises OSError."""
+    """Check the journal after a crash, before any worker runs. Raises OSError.
+
+    Segments stay where they are: the queue manager adopts them at start
+    (``JournalIndex.adopt``) and delivers their unfinished frames from there,
+    so a restart needs no free space (a full disk is a common reason for the
+    crash). A torn tail is left alone (readers stop before it; it was never
+    acknowledged). Segments with nothing unfinished are removed. A segment
+    damaged in the middle (frames after the damage cannot be found) has its
+    good unfinished frames written out to incoming/ and is moved to corrupt/
+    for a human.
+    """
     report = JournalRecovery()
     directory = journal_dir(layout)
     names = sorted(fs.listdir(directory)) if directory.is_dir() else []
@@ -252,38 +299,39 @@ def recover_journal(fs: fsio.FileSystem, layout: Layout) -> JournalRecovery:
         done = read_done(directory / (name + DONE_SUFFIX))
         data = path.read_bytes()
         end = 0
+        unfinished = []
         for item in frames(data):
             end = item.end
-            if item.queue_id in done or not is_queue_id(item.queue_id):
-                continue
-            if layout.record(Queue.INCOMING, item.queue_id).exists():
-                continue
-            try:
-                record = decode(data[item.record_offset : item.body_offset])
-            except SpoolCorruptError:
-                continue  # cannot happen with a good CRC, unless a bug wrote it
-            body = data[item.body_offset : item.end]
-            try:
-                write_queue_files(fs, layout, record, body, Queue.INCOMING)
-            except SpoolError as err:
-                raise OSError(f"journal recovery of {item.queue_id}: {err}") from None
-            report.queue_ids.append(item.queue_id)
+            if item.queue_id not in done and is_queue_id(item.queue_id):
+                unfinished.append(item)
+        report.queue_ids.extend(item.queue_id for item in unfinished)
         if end < len(data) and _meaningful(data[end:]):
-            # Not a torn tail of zeros or a half frame: keep it for a human.
+            for item in unfinished:
+                if layout.record(Queue.INCOMING, item.queue_id).exists():
+                    continue
+                try:
+                    record = decode(data[item.record_offset : item.body_offset])
+                    write_queue_files(
+                        fs, layout, record, data[item.body_offset : item.end], Queue.INCOMING
+                    )
+                except SpoolError as err:
+                    raise OSError(f"journal recovery of {item.queue_id}: {err}") from None
             log.warning("%s: journal segment damaged after byte %d; kept in corrupt/", name, end)
             fs.rename(path, layout.queue_dir(Queue.CORRUPT) / f"journal-{name}")
+            fsio.unlink_quietly(fs, directory / (name + DONE_SUFFIX))
             report.damaged.append(name)
-        else:
+            report.segments += 1
+        elif not unfinished:
             fsio.unlink_quietly(fs, path)
-        fsio.unlink_quietly(fs, directory / (name + DONE_SUFFIX))
-        report.segments += 1
+            fsio.unlink_quietly(fs, directory / (name + DONE_SUFFIX))
+            report.segments += 1
     for name in names:  # done lists whose segment is gone
         if name.endswith(DONE_SUFFIX) and not (directory / name[: -len(DONE_SUFFIX)]).exists():
             fsio.unlink_quietly(fs, directory / name)
     if names:
         fs.fsync_dir(directory)
     if report.queue_ids:
-        log.info("recovery: %d message(s) written out from the journal", len(report.queue_ids))
+        log.info("recovery: %d unfinished message(s) in the journal", len(report.queue_ids))
     return report
 
 

@@ -196,6 +196,11 @@ class Spool:
             found.extend(self.journal_index.waiting)
         return sorted(found)
 
+    def adopt_journal(self) -> int:
+        """Take over the journal segments of earlier workers (the queue manager,
+        at start, before its workers run); the number of messages to deliver."""
+        return self.journal_index.adopt()
+
     def feed_journal(self, segment: str, durable: int, sealed: bool) -> int:
         """A worker's tick: ``segment`` is durable up to ``durable``. The new
         messages join incoming (see ``scan``); their number."""
@@ -213,6 +218,9 @@ class Spool:
         journal = self.journal_index.record(queue_id)
         if journal is not None and queue in (None, Queue.ACTIVE):
             return self._message(journal, Queue.ACTIVE)
+        waiting = self.journal_index.peek(queue_id) if queue in (None, Queue.INCOMING) else None
+        if waiting is not None:
+            return self._message(waiting, Queue.INCOMING)
         if queue is None:
             queue = self.locate(queue_id)
             if queue is None:
@@ -358,9 +366,10 @@ class Spool:
     def recover(self, *, verify_bodies: bool = False) -> RecoveryReport:
         """Bring the spool to a clean state after a crash; call before serving.
 
-        Writes unfinished journal frames out to incoming/ (counted in
-        ``requeued``), deletes tmp/ (never acknowledged), returns active/ to incoming/ (a crash
-        during delivery means delivering again: at-least-once), moves torn or
+        Counts unfinished journal frames in ``requeued`` (the queue manager
+        adopts them: ``adopt_journal``), deletes tmp/ (never acknowledged),
+        returns active/ to incoming/ (a crash during delivery means delivering
+        again: at-least-once), moves torn or
         unreadable records, and records whose body is missing or of the wrong
         size (or, with ``verify_bodies``, checksum), to corrupt/, and deletes
         bodies that no record refers to. Raises SpoolBusyError while another
@@ -375,12 +384,13 @@ class Spool:
             fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
             raise SpoolBusyError(f"{self.layout.root} is in use by another process") from None
         try:
-            # Journal frames first: written out to incoming/, they are then
+            # The journal first: what it writes out of a damaged segment is then
             # checked like every other queue file.
             journal = recover_journal(self._fs, self.layout)
             report = recovery.recover(self._fs, self.layout, verify_bodies=verify_bodies)
             # Unfinished journal frames were accepted or in delivery: like active/.
             report.requeued.extend(journal.queue_ids)
+            report.messages += len(journal.queue_ids)
             return report
         except OSError as err:
             raise from_os_error(err, "recover") from err
