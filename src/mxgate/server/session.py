@@ -71,6 +71,10 @@ SPOOL_FULL = Reply(452, "4.3.1", "Insufficient system storage")
 SPOOL_FAILED = Reply(451, "4.3.0", "Error: queue file write error")
 
 
+COMMITTING = object()
+"""Session._busy while the journal commits a message (no task: a callback)."""
+
+
 def shutting_down(hostname: str) -> Reply:
     return Reply(421, "4.3.2", f"{hostname} Service shutting down, try again later")
 
@@ -139,7 +143,9 @@ class Session(asyncio.Protocol):
         self.tx: Transaction | None = None
         self.closing = False  # the worker shuts down: end between transactions
         self.done: asyncio.Future[None] = self.loop.create_future()
-        self._busy: asyncio.Task[None] | None = None  # commit or TLS hand-off in progress
+        # A commit or TLS hand-off in progress: its task, or COMMITTING for a
+        # journal commit (a callback, no task).
+        self._busy: asyncio.Task[None] | object | None = None
         self._paused: set[str] = set()  # why reading is paused: "busy", "write"
         self._deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -223,7 +229,7 @@ class Session(asyncio.Protocol):
 
     def abort(self) -> None:
         """Cut the connection (end of the shutdown grace period), saying so."""
-        if self._busy is not None:
+        if isinstance(self._busy, asyncio.Task):
             self._busy.cancel()
         self.conn.close(shutting_down(self.settings.hostname))
         self._send(self.conn.data_to_send())
@@ -253,8 +259,11 @@ class Session(asyncio.Protocol):
                 self._on_data_start()
             elif isinstance(event, DataEnd):
                 self._send(b"".join(out) + conn.data_to_send())
-                self._wait(self._finish_data(event))
-                return
+                out = []
+                reply = self._on_data_end(event)
+                if reply is None:
+                    return  # committing; _committed goes on from here
+                out.append(conn.send(reply))
             elif isinstance(event, Helo):
                 self.counts["ehlo" if event.extended else "helo"] += 1
                 self.helo = _printable(event.name)
@@ -307,6 +316,10 @@ class Session(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.abort()
             return
+        self._go_on()
+
+    def _go_on(self) -> None:
+        """After a wait: read and handle what the client sent meanwhile."""
         if self.transport is None or self.transport.is_closing():
             if not self._ended:
                 self.log.line("smtpd", f"lost connection from {self.client}")
@@ -315,10 +328,6 @@ class Session(asyncio.Protocol):
         self._resume("busy")
         self._touch()
         self._process()
-
-    async def _finish_data(self, event: DataEnd) -> None:
-        reply = await self._on_data_end(event)
-        self._send(self.conn.send(reply))
 
     def _send(self, data: bytes) -> None:
         transport = self.transport
@@ -454,32 +463,64 @@ class Session(asyncio.Protocol):
         except SpoolError:
             tx.failure = SPOOL_FAILED
 
-    async def _on_data_end(self, event: DataEnd) -> Reply:
+    def _on_data_end(self, event: DataEnd) -> Reply | None:
+        """The reply to the end of DATA, or None while the spool commits (the
+        reply then comes from ``_committed`` or the commit task)."""
         self.counts["data"] += 1
         tx = self.tx
         assert tx is not None and tx.queue_id is not None
         if tx.failure is None and tx.headers.received > self.settings.hopcount_limit:
             tx.failure = TOO_MANY_HOPS
-        if tx.failure is not None or tx.writer is None:
+        writer = tx.writer
+        if tx.failure is not None or writer is None:
             reply = tx.failure or SPOOL_FAILED
             self._log_reject("END-OF-MESSAGE", reply, queue_id=tx.queue_id)
             self._drop_transaction()
             return reply
         # Postfix logs the queue file's message size: our Received: line included.
-        envelope = self._envelope(tx, tx.writer.size)
+        envelope = self._envelope(tx, writer.size)
+        self._pause("busy")
+        self._cancel_timer()
+        try:
+            submitted = writer.submit(envelope, lambda error: self._committed(tx, envelope, error))
+        except SpoolError as error:
+            self._resume("busy")
+            return self._commit_reply(tx, envelope, error)
+        if submitted:
+            self._busy = COMMITTING
+        else:
+            self._wait(self._commit(tx, envelope))
+        return None
+
+    def _committed(self, tx: Transaction, envelope: Envelope, error: SpoolError | None) -> None:
+        """A journal commit is decided: answer, then take up the pipeline."""
+        self._busy = None
+        if self._ended:
+            return  # cut meanwhile (shutdown grace over): nobody to answer
+        reply = self._commit_reply(tx, envelope, error)
+        self._send(self.conn.send(reply))
+        self._go_on()
+
+    async def _commit(self, tx: Transaction, envelope: Envelope) -> None:
+        """A commit that does not go through the journal (a big body)."""
+        assert tx.writer is not None
+        error: SpoolError | None = None
         try:
             await tx.writer.commit(envelope)
-        except SpoolFullError:
-            reply = SPOOL_FULL
-        except SpoolError:
-            reply = SPOOL_FAILED
-        else:
+        except SpoolError as exc:
+            error = exc
+        self._send(self.conn.send(self._commit_reply(tx, envelope, error)))
+
+    def _commit_reply(self, tx: Transaction, envelope: Envelope, error: SpoolError | None) -> Reply:
+        assert tx.queue_id is not None
+        if error is None:
             if tx.headers.message_id:
                 self.log.message_id(tx.queue_id, _printable(tx.headers.message_id))
             self.log.queued(tx.queue_id, tx.mail.address, envelope.size, len(envelope.recipients))
             tx.writer = None
             self.tx = None
             return Reply(250, "2.0.0", f"Ok: queued as {tx.queue_id}")
+        reply = SPOOL_FULL if isinstance(error, SpoolFullError) else SPOOL_FAILED
         self._log_reject("END-OF-MESSAGE", reply, queue_id=tx.queue_id)
         self._drop_transaction()
         return reply

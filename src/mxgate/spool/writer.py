@@ -101,18 +101,39 @@ class SpoolWriter:
         self._finish(_State.COMMITTED)
 
     async def _commit_journal(self, journal: JournalCommitter, envelope: Envelope) -> None:
+        data = self._journal_frame(envelope)
+        try:
+            await journal.commit(self.queue_id, data)
+        except BaseException:
+            self._finish(_State.ABORTED)
+            raise
+        self._finish(_State.COMMITTED)
+
+    def submit(self, envelope: Envelope, done: Callable[[SpoolError | None], None]) -> bool:
+        """Like ``commit``, with a callback instead of a coroutine, when the
+        message goes to the journal: True, and ``done(None)`` once durable or
+        ``done(error)`` (the message removed). False, with nothing done, when
+        it must take ``commit`` (no journal, or a body too big for it)."""
+        journal = self._journal
+        if journal is None or self._fd is not None:
+            return False
+        data = self._journal_frame(envelope)
+
+        def finished(error: SpoolError | None) -> None:
+            self._finish(_State.ABORTED if error is not None else _State.COMMITTED)
+            done(error)
+
+        journal.submit(self.queue_id, data, finished)
+        return True
+
+    def _journal_frame(self, envelope: Envelope) -> bytes:
         self._require_open()
         self._check_envelope(envelope)
         body = bytes(self._buffer)
         record = encode(Record(envelope, self._size, self._hash.hexdigest()))
         self._buffer = bytearray()
         self._state = _State.COMMITTING
-        try:
-            await journal.commit(self.queue_id, frame(self.queue_id, record, body))
-        except BaseException:
-            self._finish(_State.ABORTED)
-            raise
-        self._finish(_State.COMMITTED)
+        return frame(self.queue_id, record, body)
 
     def commit_sync(self, envelope: Envelope) -> None:
         """Like ``commit``, blocking, with fsyncs of its own (no sharing).
