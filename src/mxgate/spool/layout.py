@@ -14,11 +14,18 @@ Layout::
       deferred/   records waiting for their next attempt
       hold/       records held by the operator
       corrupt/    torn or unreadable records (and their bodies, <QUEUEID>.body)
+      journal/    segments of accepted small messages, one per SMTP worker
+                  (<SEGMENT>), and the list of those finished (<SEGMENT>.done)
 
 A message exists when its envelope record is in one of incoming/, active/,
 deferred/ or hold/; the record's arrival there is the commit point. Only the
 record moves between queues (one atomic rename); the body stays in data/, so
 a state change never copies or rewrites message content.
+
+Or it exists as a frame in a journal segment not listed in that segment's done
+file (``journal.py``): small messages are accepted that way, delivered from
+there, and written out as the files above only when they must wait for a retry
+(``journal_index.py``).
 
 Queue ids are 20 characters of Crockford base32 (digits and upper-case letters
 without I, L, O, U): 11 for the time in microseconds, 5 for the process id,

@@ -3,7 +3,12 @@
 Owns the spool directory (layout in ``layout.py``): creating it, taking new
 messages (``begin`` -> ``SpoolWriter``), recovery after a crash (``recover``),
 and the queue manager's operations: find, claim, rewrite per-recipient state,
-move between queues, delete, list.
+move between queues, delete, list. Messages that arrived through the journal
+(``journal.py``; the SMTP workers open their Spool with ``journal=True``) take
+part in these operations like files: the queue manager learns of them from the
+workers' ticks (``feed_journal``) or at start (``adopt_journal``), ``scan``
+lists them in incoming, ``claim`` hands them out, ``remove`` marks them done
+and ``update``/``move`` write them out as files (``journal_index.py``).
 
 Never speaks SMTP or SQL, never decides when to retry or what a reply means;
 the queue manager passes complete envelopes and the spool stores them.
