@@ -167,10 +167,16 @@ async def run_worker(settings: WorkerSettings, master_fd: int | None = None) -> 
     # Small messages go to this worker's journal segment; the master hears of
     # each durable batch through the channel. Without a master (a worker run on
     # its own) the journal is read at the next start of serve.
+    listener: Listener | None = None
+
+    def quiet() -> bool:
+        return listener is not None and len(listener.sessions) <= 1
+
     spool = Spool(
         settings.spool_dir,
         journal=True,
         notify=master.tick if master is not None else None,
+        quiet=quiet,
     )
 
     def new_session() -> Session:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import fcntl
 import io
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -103,6 +103,7 @@ class Spool:
         fsync_threads: int = DEFAULT_FSYNC_THREADS,
         journal: bool = False,
         notify: Notify | None = None,
+        quiet: Callable[[], bool] | None = None,
     ) -> None:
         """``journal``: commit small messages to this process's journal segment
         (the SMTP workers); ``notify`` is told of every durable batch."""
@@ -127,7 +128,7 @@ class Spool:
         self.journal: JournalCommitter | None = None
         if journal:
             writer = JournalWriter(journal_dir(self.layout), self._ids.new)
-            self.journal = JournalCommitter(writer, notify)
+            self.journal = JournalCommitter(writer, notify, quiet)
         # Messages that reached this process through journal ticks (the queue manager).
         self.journal_index = JournalIndex(self.layout, self._fs)
 
