@@ -246,3 +246,19 @@ def test_index_deletes_a_segment_only_when_sealed_and_done(tmp_path: Path) -> No
     index.feed("SEGC", len(data), True)
     assert not (directory / "SEGC").exists()
     index.close()
+
+
+def test_a_quiet_loop_syncs_inline_with_the_same_outcome(tmp_path: Path) -> None:
+    ticks: list[tuple[str, int, bool]] = []
+    names = iter(f"SEG{n:05d}" for n in range(100))
+    writer = JournalWriter(tmp_path, lambda: next(names))
+    committer = JournalCommitter(writer, lambda *tick: ticks.append(tick), quiet=lambda: True)
+    ids = [f"Q{n:07d}" for n in range(20)]
+    asyncio.run(_commit_many(committer, ids))
+    assert committer._thread is None  # never needed
+    segment = tmp_path / "SEG00000"
+    assert [f.queue_id for f in frames(segment.read_bytes())] == ids
+    assert ticks[-1] == ("SEG00000", segment.stat().st_size, False)
+    failing = JournalCommitter(FailingSync(tmp_path, lambda: next(names)), quiet=lambda: True)
+    with pytest.raises(SpoolError, match="fdatasync"):
+        asyncio.run(failing.commit("Q9999999", _frame("Q9999999")))
