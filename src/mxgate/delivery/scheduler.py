@@ -322,11 +322,7 @@ class QueueManager:
         claimed: float,
         now: float,
     ) -> None:
-        status = {
-            RecipientState.DELIVERED: "sent",
-            RecipientState.DEFERRED: "deferred",
-            RecipientState.BOUNCED: "bounced",
-        }[recipient.state]
+        status = _LOGGED_STATUS[recipient.state]
         before_qmgr = max(0.0, claimed - envelope.arrival)
         setup, transmission = result.timing.setup, result.timing.transmission
         in_qmgr = max(0.0, now - claimed - setup - transmission)
@@ -338,7 +334,9 @@ class QueueManager:
             f"{envelope.queue_id}: to=<{recipient.address}>{orig}, relay={result.relay_text}, "
             f"delay={now - envelope.arrival:.2g}, "
             f"delays={before_qmgr:.2g}/{in_qmgr:.2g}/{setup:.2g}/{transmission:.2g}, "
-            f"dsn={result.outcome.reply.enhanced or '5.0.0'}, status={status} ({result.text})",
+            f"dsn={result.outcome.reply.enhanced or '5.0.0'}, "
+            # last_reply is result.text, worked out once already by apply()
+            f"status={status} ({recipient.last_reply})",
         )
 
     async def _bounce(self, envelope: Envelope, addresses: set[str]) -> None:
@@ -550,6 +548,13 @@ class _Remover:
             self._answer(queue_id, error)
         if self._pending and self._timer is None:
             self._timer = asyncio.get_running_loop().call_later(self.GATHER, self._due)
+
+
+_LOGGED_STATUS = {
+    RecipientState.DELIVERED: "sent",
+    RecipientState.DEFERRED: "deferred",
+    RecipientState.BOUNCED: "bounced",
+}
 
 
 def _due(recipient: Recipient, now: float) -> bool:
