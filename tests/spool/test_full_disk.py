@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mxgate.spool import Queue, Spool, SpoolFullError
-from tests.spool.util import make_body, make_envelope
+from tests.spool.util import make_body, receive
 
 
 @pytest.fixture
@@ -43,13 +43,6 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
-async def _receive(spool: Spool, body: bytes) -> str:
-    with spool.begin() as writer:
-        writer.write(body)
-        await writer.commit(make_envelope(writer.queue_id, size=len(body)))
-        return writer.queue_id
-
-
 def test_a_full_disk_refuses_commits_and_leaves_nothing_deliverable(small_fs: Path) -> None:
     root = small_fs / "spool"
     ticks: list[tuple[str, int, bool]] = []
@@ -63,7 +56,7 @@ def test_a_full_disk_refuses_commits_and_leaves_nothing_deliverable(small_fs: Pa
             for n in range(200):
                 body = make_body(f"m{n}", 20_000 if n % 2 else 70_000)
                 try:
-                    accepted.append(await _receive(spool, body))
+                    accepted.append(await receive(spool, body))
                 except SpoolFullError:
                     refused += 1
 
@@ -86,4 +79,4 @@ def test_a_full_disk_refuses_commits_and_leaves_nothing_deliverable(small_fs: Pa
         for queue_id in accepted:
             spool.remove(queue_id, Queue.ACTIVE)
     with Spool(root, journal=True) as spool:
-        assert asyncio.run(_receive(spool, make_body("again", 3000)))
+        assert asyncio.run(receive(spool, make_body("again", 3000)))

@@ -25,7 +25,7 @@ from mxgate.spool.journal import (
 )
 from mxgate.spool.journal_index import JournalIndex, journal_dir, recover_journal
 from mxgate.spool.writer import BUFFER_SIZE
-from tests.spool.util import make_body, make_envelope
+from tests.spool.util import make_body, make_envelope, receive
 
 
 def _frame(queue_id: str, size: int = 300) -> bytes:
@@ -122,19 +122,12 @@ def test_a_failed_fdatasync_fails_the_batch_and_cancels_its_frames(tmp_path: Pat
 # -- through the Spool: the worker's and the queue manager's sides -------------------
 
 
-async def _receive(spool: Spool, body: bytes) -> str:
-    with spool.begin() as writer:
-        writer.write(body)
-        await writer.commit(make_envelope(writer.queue_id, size=len(body)))
-        return writer.queue_id
-
-
 def test_small_messages_go_to_the_journal_big_ones_to_files(tmp_path: Path) -> None:
     ticks: list[tuple[str, int, bool]] = []
     root = tmp_path / "spool"
     with Spool(root, journal=True, notify=lambda *t: ticks.append(t)) as spool:
-        small = asyncio.run(_receive(spool, make_body("x", 4000)))
-        big = asyncio.run(_receive(spool, make_body("y", BUFFER_SIZE + 10)))
+        small = asyncio.run(receive(spool, make_body("x", 4000)))
+        big = asyncio.run(receive(spool, make_body("y", BUFFER_SIZE + 10)))
     assert not (root / "data" / small).exists()
     assert (root / "incoming" / big).exists() and (root / "data" / big).exists()
     assert ticks and ticks[-1][2]  # sealed at close
@@ -157,7 +150,7 @@ def test_a_deferred_journal_message_is_written_out_as_queue_files(tmp_path: Path
     ticks: list[tuple[str, int, bool]] = []
     root = tmp_path / "spool"
     with Spool(root, journal=True, notify=lambda *t: ticks.append(t)) as spool:
-        queue_id = asyncio.run(_receive(spool, make_body("z", 3000)))
+        queue_id = asyncio.run(receive(spool, make_body("z", 3000)))
     with Spool(root) as manager:
         for tick in ticks:
             manager.feed_journal(*tick)
@@ -177,7 +170,7 @@ def test_a_deferred_journal_message_is_written_out_as_queue_files(tmp_path: Path
 def test_tools_see_journal_messages_as_active(tmp_path: Path) -> None:
     root = tmp_path / "spool"
     with Spool(root, journal=True) as spool:
-        queue_id = asyncio.run(_receive(spool, make_body("t", 2000)))
+        queue_id = asyncio.run(receive(spool, make_body("t", 2000)))
         with Spool(root) as tool:
             [entry] = list(tool.list_all())
             assert entry.queue_id == queue_id and entry.queue is Queue.ACTIVE

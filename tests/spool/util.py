@@ -52,6 +52,14 @@ def store(spool: Spool, body: bytes, chunk: int = 1000) -> str:
         return writer.queue_id
 
 
+async def receive(spool: Spool, body: bytes) -> str:
+    """Receive and commit (awaiting the group commit, or the journal's) one message."""
+    with spool.begin() as writer:
+        writer.write(body)
+        await writer.commit(make_envelope(writer.queue_id, size=len(body)))
+        return writer.queue_id
+
+
 def tree(root: Path) -> dict[str, list[str]]:
     """Non-empty directories of a spool and their file names (for assertions)."""
     return {
