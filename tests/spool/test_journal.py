@@ -255,3 +255,26 @@ def test_a_quiet_loop_syncs_inline_with_the_same_outcome(tmp_path: Path) -> None
     failing = JournalCommitter(FailingSync(tmp_path, lambda: next(names)), quiet=lambda: True)
     with pytest.raises(SpoolError, match="fdatasync"):
         asyncio.run(failing.commit("Q9999999", _frame("Q9999999")))
+
+
+def test_on_a_stopped_gateway_tools_can_hold_journal_messages(tmp_path: Path) -> None:
+    from mxgate.spool import admin
+
+    root = tmp_path / "spool"
+    with Spool(root, journal=True) as worker:
+        first = asyncio.run(receive(worker, make_body("h1", 1500)))
+        # While the worker (the gateway) has the spool open, nothing is written
+        # out: the message is being delivered, and the tools call it busy.
+        with Spool(root) as tool:
+            assert tool.settle_journal() == 0
+            report = admin.hold(tool, admin.Selector(queue_ids=(first,)), 0.0)
+            assert report.busy == [first]
+    # Stopped: the tool writes it out and holds it like any queued message.
+    with Spool(root) as tool:
+        assert tool.settle_journal() == 1
+        report = admin.hold(tool, admin.Selector(queue_ids=(first,)), 0.0)
+        assert report.done == [first]
+        assert tool.locate(first) is Queue.HOLD
+        with tool.open_body(first) as body:
+            assert body.read() == make_body("h1", 1500)
+    assert os.listdir(root / "journal") == []

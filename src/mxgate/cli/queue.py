@@ -177,6 +177,9 @@ def _run(
     }
     with spool:
         try:
+            # A stopped gateway may have left messages in its journal: as queue
+            # files they can be held and deleted like any other.
+            spool.settle_journal()
             report = functions[action](spool, selector, time.time())
         except SpoolError as exc:
             fail(str(exc))

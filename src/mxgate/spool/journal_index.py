@@ -277,7 +277,9 @@ class JournalRecovery:
     damaged: list[str] = field(default_factory=list)  # segments kept in corrupt/
 
 
-def recover_journal(fs: fsio.FileSystem, layout: Layout) -> JournalRecovery:
+def recover_journal(
+    fs: fsio.FileSystem, layout: Layout, *, write_out: bool = False
+) -> JournalRecovery:
     """Check the journal after a crash, before any worker runs. Raises OSError.
 
     Segments stay where they are: the queue manager adopts them at start
@@ -288,6 +290,10 @@ def recover_journal(fs: fsio.FileSystem, layout: Layout) -> JournalRecovery:
     damaged in the middle (frames after the damage cannot be found) has its
     good unfinished frames written out to incoming/ and is moved to corrupt/
     for a human.
+
+    ``write_out``: write every unfinished frame out to incoming/ and remove
+    all segments (the queue tools, on a stopped gateway, so that operators can
+    hold or delete any message). Needs the space for them.
     """
     report = JournalRecovery()
     directory = journal_dir(layout)
@@ -305,23 +311,14 @@ def recover_journal(fs: fsio.FileSystem, layout: Layout) -> JournalRecovery:
             if item.queue_id not in done and is_queue_id(item.queue_id):
                 unfinished.append(item)
         report.queue_ids.extend(item.queue_id for item in unfinished)
-        if end < len(data) and _meaningful(data[end:]):
-            for item in unfinished:
-                if layout.record(Queue.INCOMING, item.queue_id).exists():
-                    continue
-                try:
-                    record = decode(data[item.record_offset : item.body_offset])
-                    write_queue_files(
-                        fs, layout, record, data[item.body_offset : item.end], Queue.INCOMING
-                    )
-                except SpoolError as err:
-                    raise OSError(f"journal recovery of {item.queue_id}: {err}") from None
+        damaged = end < len(data) and _meaningful(data[end:])
+        if damaged or write_out:
+            _write_out(fs, layout, data, unfinished)
+        if damaged:
             log.warning("%s: journal segment damaged after byte %d; kept in corrupt/", name, end)
             fs.rename(path, layout.queue_dir(Queue.CORRUPT) / f"journal-{name}")
-            fsio.unlink_quietly(fs, directory / (name + DONE_SUFFIX))
             report.damaged.append(name)
-            report.segments += 1
-        elif not unfinished:
+        if damaged or write_out or not unfinished:
             fsio.unlink_quietly(fs, path)
             fsio.unlink_quietly(fs, directory / (name + DONE_SUFFIX))
             report.segments += 1
@@ -333,6 +330,17 @@ def recover_journal(fs: fsio.FileSystem, layout: Layout) -> JournalRecovery:
     if report.queue_ids:
         log.info("recovery: %d unfinished message(s) in the journal", len(report.queue_ids))
     return report
+
+
+def _write_out(fs: fsio.FileSystem, layout: Layout, data: bytes, items: list[Frame]) -> None:
+    for item in items:
+        if layout.record(Queue.INCOMING, item.queue_id).exists():
+            continue  # written out before, and the segment not removed then
+        try:
+            record = decode(data[item.record_offset : item.body_offset])
+            write_queue_files(fs, layout, record, data[item.body_offset : item.end], Queue.INCOMING)
+        except SpoolError as err:
+            raise OSError(f"writing out {item.queue_id} from the journal: {err}") from None
 
 
 def _meaningful(tail: bytes) -> bool:

@@ -202,6 +202,23 @@ class Spool:
             found.extend(self.journal_index.waiting)
         return sorted(found)
 
+    def settle_journal(self) -> int:
+        """On a stopped gateway (no other Spool open anywhere), write journal
+        messages out as queue files, so that tools can hold or delete them;
+        the number written out. On a running one nothing (they are being
+        delivered, and show as active). Raises SpoolError (e.g. no space)."""
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
+            return 0
+        try:
+            return len(recover_journal(self._fs, self.layout, write_out=True).queue_ids)
+        except OSError as err:
+            raise from_os_error(err, "write out the journal") from err
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
+
     def adopt_journal(self) -> int:
         """Take over the journal segments of earlier workers (the queue manager,
         at start, before its workers run); the number of messages to deliver."""
