@@ -25,8 +25,8 @@ from mxgate.delivery.bounce import BounceSettings
 from mxgate.delivery.scheduler import SchedulerSettings
 from mxgate.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from mxgate.master import MasterSettings
-from mxgate.server.session import SessionSettings
 from mxgate.server.tls import server_context
+from mxgate.server.transaction import SessionSettings
 from mxgate.worker import WorkerSettings
 
 EMBEDDED_DATABASE = "mail"

@@ -27,7 +27,8 @@ from mxgate.core.srs_keys import SrsContext, SrsSettings
 from mxgate.directory import SnapshotHolder, SrsKeyHolder
 from mxgate.maillog import MailLog
 from mxgate.server.listener import Listener
-from mxgate.server.session import Session, SessionSettings
+from mxgate.server.session import Session
+from mxgate.server.transaction import SessionSettings
 from mxgate.spool import Spool
 from mxgate.supervisor import READY
 

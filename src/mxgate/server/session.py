@@ -4,7 +4,7 @@ Owns the glue of a session: feeding ``smtp.ServerConnection``, answering its
 questions (MAIL, RCPT, end of DATA) from the routing core and the spool, TLS
 hand-off, the idle timer, shutting down, and the mail log lines of the session.
 
-Shutting down (``closing`` resolved by the listener): a session waiting for a
+Shutting down (the listener calls ``shutdown()``): a session waiting for a
 command between transactions answers ``421 4.3.2`` and hangs up at once; one in
 the middle of a transaction finishes it first (RFC 5321 3.8), so a message
 already being sent is still taken.
@@ -23,20 +23,28 @@ import ssl
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from mxgate.core.address import AddressError, parse_path
-from mxgate.core.decision import RecipientDecision, plan_message
-from mxgate.core.envelope import BodyType, DsnRet, Envelope, Notify
+from mxgate.core.envelope import Envelope
 from mxgate.core.policy import decide_recipient
 from mxgate.core.reply import Reply
-from mxgate.core.routing import RoutingPolicy
 from mxgate.core.snapshot import RoutingData
 from mxgate.core.srs_keys import SrsContext
 from mxgate.maillog import MailLog, client_label
-from mxgate.server.headers import HeaderScanner, received_header
-from mxgate.server.recipients import envelope_recipients
+from mxgate.server.headers import received_header
+from mxgate.server.transaction import (
+    BAD_SENDER,
+    OK_SENDER,
+    SPOOL_FAILED,
+    SPOOL_FULL,
+    TOO_MANY_HOPS,
+    SessionSettings,
+    Transaction,
+    build_envelope,
+    shutting_down,
+    with_protocol,
+)
 from mxgate.smtp import (
     NEED_DATA,
     ConnectionClosed,
@@ -53,7 +61,7 @@ from mxgate.smtp import (
     ServerConnection,
     StartTls,
 )
-from mxgate.spool import Spool, SpoolError, SpoolFullError, SpoolWriter
+from mxgate.spool import Spool, SpoolError, SpoolFullError
 
 
 class SessionRegistry(Protocol):
@@ -64,45 +72,8 @@ class SessionRegistry(Protocol):
     def forget(self, session: Session) -> None: ...
 
 
-OK_SENDER = Reply(250, "2.1.0", "Ok")
-BAD_SENDER = Reply(501, "5.1.7", "Bad sender address syntax")
-TOO_MANY_HOPS = Reply(554, "5.4.6", "Error: too many hops (mail loop)")
-SPOOL_FULL = Reply(452, "4.3.1", "Insufficient system storage")
-SPOOL_FAILED = Reply(451, "4.3.0", "Error: queue file write error")
-
-
 COMMITTING = object()
 """Session._busy while the journal commits a message (no task: a callback)."""
-
-
-def shutting_down(hostname: str) -> Reply:
-    return Reply(421, "4.3.2", f"{hostname} Service shutting down, try again later")
-
-
-@dataclass(frozen=True, slots=True)
-class SessionSettings:
-    """What a session needs from the settings (built once in app.py)."""
-
-    hostname: str
-    banner: str
-    message_size_limit: int
-    smtpd_timeout: float
-    hard_error_limit: int
-    hopcount_limit: int
-    policy: RoutingPolicy
-    tls: ssl.SSLContext | None = None
-
-
-@dataclass(slots=True)
-class Transaction:
-    """What one MAIL ... DATA transaction collected so far."""
-
-    mail: MailFrom
-    accepted: list[tuple[RcptTo, RecipientDecision]] = field(default_factory=list)
-    queue_id: str | None = None
-    writer: SpoolWriter | None = None
-    failure: Reply | None = None
-    headers: HeaderScanner = field(default_factory=HeaderScanner)
 
 
 class Session(asyncio.Protocol):
@@ -445,7 +416,7 @@ class Session(asyncio.Protocol):
             helo=self.helo or "unknown",
             client=self.client,
             by=self.settings.hostname,
-            protocol=_protocol(self.esmtp, self.conn.tls_active, tx.mail.smtputf8),
+            protocol=with_protocol(self.esmtp, self.conn.tls_active, tx.mail.smtputf8),
             queue_id=tx.queue_id or "",
             recipient=recipient,
             now=time.time(),
@@ -478,7 +449,7 @@ class Session(asyncio.Protocol):
             self._drop_transaction()
             return reply
         # Postfix logs the queue file's message size: our Received: line included.
-        envelope = self._envelope(tx, writer.size)
+        envelope = build_envelope(tx, self.client_ip, self.helo, writer.size, time.time())
         self._pause("busy")
         self._cancel_timer()
         try:
@@ -524,26 +495,6 @@ class Session(asyncio.Protocol):
         self._log_reject("END-OF-MESSAGE", reply, queue_id=tx.queue_id)
         self._drop_transaction()
         return reply
-
-    def _envelope(self, tx: Transaction, size: int) -> Envelope:
-        mail = tx.mail
-        plan = plan_message(decision for _rcpt, decision in tx.accepted)
-        by_original = {decision.recipient: rcpt for rcpt, decision in tx.accepted}
-        now = time.time()
-        return Envelope(
-            queue_id=tx.queue_id or "",
-            sender=mail.address,
-            arrival=now,
-            client_address=self.client_ip,
-            client_helo=self.helo,
-            client_hostname="unknown",
-            size=size,
-            body_type=_body_type(mail),
-            smtputf8=mail.smtputf8,
-            ret=_ret(mail),
-            envid=mail.envid,
-            recipients=envelope_recipients(plan, by_original, _notify, now),
-        )
 
     def _drop_transaction(self) -> None:
         tx, self.tx = self.tx, None
@@ -616,22 +567,3 @@ _REJECT_VERBS = {"MAIL": "mail", "RCPT": "rcpt", "END-OF-MESSAGE": "data"}
 def _printable(text: str) -> str:
     """Client-chosen text made safe for one log line."""
     return "".join(ch if ch.isprintable() else "?" for ch in text)[:300]
-
-
-def _protocol(esmtp: bool, tls: bool, smtputf8: bool) -> str:
-    # RFC 3848 / RFC 6531 "with" keywords for the Received: header.
-    name = "UTF8SMTP" if smtputf8 else "ESMTP" if esmtp else "SMTP"
-    return name + ("S" if tls else "")
-
-
-def _body_type(mail: MailFrom) -> BodyType:
-    # No BODY= parameter: RFC 6152 says treat it as 7BIT.
-    return BodyType(mail.body) if mail.body is not None else BodyType.SEVENBIT
-
-
-def _ret(mail: MailFrom) -> DsnRet | None:
-    return DsnRet(mail.ret) if mail.ret is not None else None
-
-
-def _notify(rcpt: RcptTo) -> frozenset[Notify]:
-    return frozenset(Notify(word) for word in rcpt.notify or ())

@@ -1,0 +1,97 @@
+"""What one SMTP transaction collects, and the envelope it becomes.
+
+Owns the session's settings record, the state of one MAIL ... DATA transaction,
+the replies the session itself words (spool failures, loops, shutdown) and the
+translation of a finished transaction into the spool's ``Envelope`` (DSN
+parameters, expanded recipients). Pure: no I/O, the clock passed in.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field
+
+from mxgate.core.decision import RecipientDecision, plan_message
+from mxgate.core.envelope import BodyType, DsnRet, Envelope, Notify
+from mxgate.core.reply import Reply
+from mxgate.core.routing import RoutingPolicy
+from mxgate.server.headers import HeaderScanner
+from mxgate.server.recipients import envelope_recipients
+from mxgate.smtp import MailFrom, RcptTo
+from mxgate.spool import SpoolWriter
+
+OK_SENDER = Reply(250, "2.1.0", "Ok")
+BAD_SENDER = Reply(501, "5.1.7", "Bad sender address syntax")
+TOO_MANY_HOPS = Reply(554, "5.4.6", "Error: too many hops (mail loop)")
+SPOOL_FULL = Reply(452, "4.3.1", "Insufficient system storage")
+SPOOL_FAILED = Reply(451, "4.3.0", "Error: queue file write error")
+
+
+def shutting_down(hostname: str) -> Reply:
+    return Reply(421, "4.3.2", f"{hostname} Service shutting down, try again later")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """What a session needs from the settings (built once in app.py)."""
+
+    hostname: str
+    banner: str
+    message_size_limit: int
+    smtpd_timeout: float
+    hard_error_limit: int
+    hopcount_limit: int
+    policy: RoutingPolicy
+    tls: ssl.SSLContext | None = None
+
+
+@dataclass(slots=True)
+class Transaction:
+    """What one MAIL ... DATA transaction collected so far."""
+
+    mail: MailFrom
+    accepted: list[tuple[RcptTo, RecipientDecision]] = field(default_factory=list)
+    queue_id: str | None = None
+    writer: SpoolWriter | None = None
+    failure: Reply | None = None
+    headers: HeaderScanner = field(default_factory=HeaderScanner)
+
+
+def build_envelope(tx: Transaction, client_ip: str, helo: str, size: int, now: float) -> Envelope:
+    """The envelope the spool stores for a transaction whose body is ``size`` bytes."""
+    mail = tx.mail
+    plan = plan_message(decision for _rcpt, decision in tx.accepted)
+    by_original = {decision.recipient: rcpt for rcpt, decision in tx.accepted}
+    return Envelope(
+        queue_id=tx.queue_id or "",
+        sender=mail.address,
+        arrival=now,
+        client_address=client_ip,
+        client_helo=helo,
+        client_hostname="unknown",
+        size=size,
+        body_type=_body_type(mail),
+        smtputf8=mail.smtputf8,
+        ret=_ret(mail),
+        envid=mail.envid,
+        recipients=envelope_recipients(plan, by_original, _notify, now),
+    )
+
+
+def with_protocol(esmtp: bool, tls: bool, smtputf8: bool) -> str:
+    # RFC 3848 / RFC 6531 "with" keywords for the Received: header.
+    name = "UTF8SMTP" if smtputf8 else "ESMTP" if esmtp else "SMTP"
+    return name + ("S" if tls else "")
+
+
+def _body_type(mail: MailFrom) -> BodyType:
+    # No BODY= parameter: RFC 6152 says treat it as 7BIT.
+    return BodyType(mail.body) if mail.body is not None else BodyType.SEVENBIT
+
+
+def _ret(mail: MailFrom) -> DsnRet | None:
+    return DsnRet(mail.ret) if mail.ret is not None else None
+
+
+def _notify(rcpt: RcptTo) -> frozenset[Notify]:
+    return frozenset(Notify(word) for word in rcpt.notify or ())
