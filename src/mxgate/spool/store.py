@@ -261,12 +261,21 @@ class Spool:
                 return io.BytesIO(self.journal_index.body(queue_id))
             except (KeyError, OSError):
                 pass  # written out meanwhile: read the file
+        path = f"{self._data_dir}/{queue_id}"
         try:
-            return open(f"{self._data_dir}/{queue_id}", "rb", buffering=0)
+            return open(path, "rb", buffering=0)
         except FileNotFoundError:
-            body = find_body(self.layout, queue_id)  # another process's journal message
-            if body is not None:
-                return io.BytesIO(body)
+            pass
+        except OSError as err:
+            raise from_os_error(err, f"{queue_id}: open body") from err
+        body = find_body(self.layout, queue_id)  # another process's journal message
+        if body is not None:
+            return io.BytesIO(body)
+        try:
+            # Written out by the queue manager between our two looks (the file
+            # first, then the frame's done line): the file is there now.
+            return open(path, "rb", buffering=0)
+        except FileNotFoundError:
             raise MessageNotFoundError(f"{queue_id}: no body") from None
         except OSError as err:
             raise from_os_error(err, f"{queue_id}: open body") from err
