@@ -20,6 +20,18 @@ from typing import TextIO
 
 PROGRAM = "mxgate"
 
+# getpid() is a system call per log line otherwise (several lines per message);
+# a forked child learns its own.
+_pid = os.getpid()
+
+
+def _refresh_pid() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_refresh_pid)
+
 
 def client_label(hostname: str | None, ip: str) -> str:
     """``host[ip]`` as Postfix writes it (``unknown`` when there is no name)."""
@@ -47,7 +59,7 @@ class MailLog:
             self._stamp_second = int(when)
             self._stamp = time.strftime("%b %e %H:%M:%S", time.localtime(when))
         self._pending.append(
-            f"{self._stamp} {self.myhostname} {PROGRAM}/{service}[{os.getpid()}]: {text}\n"
+            f"{self._stamp} {self.myhostname} {PROGRAM}/{service}[{_pid}]: {text}\n"
         )
         # Inside an event loop, the lines of one loop iteration go out in one
         # write (a busy worker logs several lines per message; a write each cost
