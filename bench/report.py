@@ -229,7 +229,7 @@ def markdown(results: dict[str, Any], chart: Path, results_file: Path) -> str:
         f" ({QUICK_NOTE if quick else 'full run'};"
         f" {meta['wall_s'] / 60:.0f} minutes). Every number below was printed by that run and"
         f" is in [`{results_file}`]({results_file}). **The machine is a shared 2-core VM:** other"
-        " engineers ran test suites on it at the same time, so single runs are noisy; the"
+        " engineers' work may run on it at the same time, so single runs are noisy; the"
         " systems were run interleaved (Postfix, mxgate, limit, client, in an order that"
         f" rotates each round), {plan['reps']} rounds, and the tables give medians."
     )
@@ -716,13 +716,10 @@ def profile_reading(prof: dict[str, Any], rows: list[dict[str, Any]]) -> list[st
         top = data.get("self", [])[:4]
         if not top:
             continue
-        spool = share(prof, f"{process} --gil", "self", "Journal", "journal", "FileSystem.")
         out.append(
             f"{process.capitalize()} ({roles[process]}, {num(cpu[process])} CPU s per 1000"
             " messages at c=50): of the samples holding the GIL, the functions with the most"
-            " own time are "
-            + ", ".join(f"`{name}` {pct_}%" for name, pct_ in top)
-            + f"; spool and journal code {spool:.0f}%."
+            " own time are " + ", ".join(f"`{name}` {pct_}%" for name, pct_ in top) + "."
         )
     return out
 
