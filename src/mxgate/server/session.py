@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import ssl
 import time
 from collections import Counter
@@ -137,12 +136,8 @@ class Session(asyncio.Protocol):
         peer = transport.get_extra_info("peername") or ("unknown", 0)
         self.client_ip = str(peer[0])
         self.client = client_label(None, self.client_ip)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            # Replies are small and already batched per read (PIPELINING);
-            # Nagle would only add latency to the next reply.
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # No TCP_NODELAY here: asyncio and uvloop set it on every TCP
+        # transport (replies are batched per read anyway).
         if self.registry is not None and not self.registry.admit(self):
             self._ended = True
             return
