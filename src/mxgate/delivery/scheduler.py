@@ -143,7 +143,8 @@ class QueueManager:
     # -- picking messages -------------------------------------------------------
     def _scan(self) -> None:
         self._window_full = False
-        for queue_id in self.spool.scan(Queue.INCOMING):
+        free = self.settings.active_limit - len(self.in_flight)
+        for queue_id in self.spool.scan(Queue.INCOMING, journal_limit=free):
             if not self._start(queue_id, Queue.INCOMING):
                 return
         now = self.clock()

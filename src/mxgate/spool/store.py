@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import fcntl
 import io
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -191,16 +192,27 @@ class Spool:
 
     # -- reading -------------------------------------------------------------------
 
-    def scan(self, queue: Queue) -> list[str]:
-        """The queue ids in ``queue``, oldest first (ids sort by arrival)."""
+    def scan(self, queue: Queue, journal_limit: int | None = None) -> list[str]:
+        """The queue ids in ``queue``, oldest first (ids sort by arrival).
+
+        For incoming, the journal's unclaimed messages follow the files, in the
+        order their ticks came (arrival order per worker), at most
+        ``journal_limit`` of them: with a backlog of many thousands, the queue
+        manager asks only for as many as it has free delivery slots, instead
+        of copying and sorting the whole backlog at every tick.
+        """
         try:
             names = self._fs.listdir(self.layout.queue_dir(queue))
         except OSError as err:
             raise from_os_error(err, f"list {queue.value}/") from err
-        found = [name for name in names if is_queue_id(name)]
-        if queue is Queue.INCOMING and self.journal_index.waiting:
-            found.extend(self.journal_index.waiting)
-        return sorted(found)
+        found = sorted(name for name in names if is_queue_id(name))
+        waiting = self.journal_index.waiting
+        if queue is Queue.INCOMING and waiting:
+            if journal_limit is None:
+                found.extend(waiting)
+            else:
+                found.extend(itertools.islice(waiting, max(0, journal_limit)))
+        return found
 
     def settle_journal(self) -> int:
         """On a stopped gateway (no other Spool open anywhere), write journal
