@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -280,3 +281,38 @@ def test_on_a_stopped_gateway_tools_can_hold_journal_messages(tmp_path: Path) ->
         with tool.open_body(first) as body:
             assert body.read() == make_body("h1", 1500)
     assert os.listdir(root / "journal") == []
+
+
+def test_a_message_that_cannot_be_written_out_waits_in_the_journal(tmp_path: Path) -> None:
+    """Deferring needs room for queue files; without it (here: every create
+    fails with ENOSPC) the message stays safe in its segment and is offered
+    again after ``park_seconds``, neither lost from view nor retried in a loop."""
+    import errno
+
+    from tests.spool.fakes import FailingFS
+
+    ticks: list[tuple[str, int, bool]] = []
+    root = tmp_path / "spool"
+    with Spool(root, journal=True, notify=lambda *t: ticks.append(t)) as worker:
+        queue_id = asyncio.run(receive(worker, make_body("p", 2500)))
+    full = FailingFS(code=errno.ENOSPC, matches=lambda op, _path: op == "create")
+    with Spool(root, fs=full) as manager:
+        manager.park_seconds = 0.2
+        for tick in ticks:
+            manager.feed_journal(*tick)
+        message = manager.claim(queue_id)
+        assert message is not None
+        rcpt = replace(message.envelope.recipients[0], state=RecipientState.DEFERRED, attempts=1)
+        deferred = replace(message.envelope, recipients=(rcpt,))
+        with pytest.raises(SpoolError):
+            manager.update(deferred, Queue.ACTIVE)
+        with pytest.raises(SpoolError):
+            manager.move(queue_id, Queue.ACTIVE, Queue.DEFERRED)
+        assert manager.scan(Queue.INCOMING) == []  # parked: no busy loop
+        assert queue_id in manager.journal_index
+        time.sleep(0.25)
+        assert manager.scan(Queue.INCOMING) == [queue_id]  # offered again
+        assert manager.claim(queue_id) is not None
+    # Nothing was lost: the frame is still unfinished in its segment.
+    with Spool(root) as tool:
+        assert [e.queue_id for e in tool.list_all()] == [queue_id]

@@ -69,12 +69,33 @@ class JournalIndex:
         self._segments: dict[str, _Segment] = {}
         self.waiting: dict[str, JournalMessage] = {}  # not yet claimed
         self.claimed: dict[str, JournalMessage] = {}
+        # Could not be written out for a retry (a full disk): back to waiting
+        # at the monotonic time given, so the queue manager does not spin on it.
+        self.parked: dict[str, tuple[JournalMessage, float]] = {}
         # The queue manager finishes messages on worker threads (to_thread) while
         # ticks arrive on the event loop: the bookkeeping takes turns.
         self._lock = threading.RLock()
 
     def __contains__(self, queue_id: str) -> bool:
-        return queue_id in self.claimed or queue_id in self.waiting
+        return queue_id in self.claimed or queue_id in self.waiting or queue_id in self.parked
+
+    def park(self, queue_id: str, until: float) -> None:
+        """A claimed message that could not be written out waits in the journal
+        (where it is safe) until ``until`` (monotonic), then is offered again."""
+        with self._lock:
+            message = self.claimed.pop(queue_id, None)
+            if message is not None:
+                self.parked[queue_id] = (message, until)
+
+    def unpark(self, now: float) -> None:
+        """Offer the parked messages whose time has come again."""
+        if not self.parked:
+            return
+        with self._lock:
+            for queue_id, (message, until) in list(self.parked.items()):
+                if until <= now:
+                    del self.parked[queue_id]
+                    self.waiting[queue_id] = message
 
     # -- ticks from the writers ------------------------------------------------
     def feed(self, name: str, durable: int, sealed: bool) -> int:
@@ -180,6 +201,8 @@ class JournalIndex:
         """Every recipient is final: forget the message (one unsynced line)."""
         with self._lock:
             message = self.claimed.pop(queue_id, None) or self.waiting.pop(queue_id, None)
+            if message is None and queue_id in self.parked:
+                message = self.parked.pop(queue_id)[0]
             if message is not None:
                 self._finish(queue_id, message)
 

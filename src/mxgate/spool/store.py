@@ -34,6 +34,7 @@ import fcntl
 import io
 import itertools
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +92,10 @@ class Spool:
     """The durable message store in one directory (created if missing)."""
 
     DEFAULT_FSYNC_THREADS = 16
+
+    park_seconds = 60.0
+    """How long a journal message that could not be written out for a retry
+    (no space) waits before the queue manager is offered it again."""
     """Threads fsyncing a batch at once (more share more journal commits, and cost
     more wake-ups; 16 measured best of 4-32 with 50 concurrent sessions)."""
 
@@ -206,6 +211,8 @@ class Spool:
         except OSError as err:
             raise from_os_error(err, f"list {queue.value}/") from err
         found = sorted(name for name in names if is_queue_id(name))
+        if queue is Queue.INCOMING:
+            self.journal_index.unpark(time.monotonic())
         waiting = self.journal_index.waiting
         if queue is Queue.INCOMING and waiting:
             if journal_limit is None:
@@ -375,7 +382,13 @@ class Spool:
             return
         journal = self.journal_index.record(queue_id)
         if journal is not None and source is Queue.ACTIVE:
-            self.journal_index.materialize(journal, target)
+            try:
+                self.journal_index.materialize(journal, target)
+            except SpoolError:
+                # No room to write it out (a full disk): it stays in the journal,
+                # safe, and is offered again later instead of being lost from view.
+                self.journal_index.park(queue_id, time.monotonic() + self.park_seconds)
+                raise
             return
         try:
             fsio.move(
