@@ -316,3 +316,19 @@ def test_a_message_that_cannot_be_written_out_waits_in_the_journal(tmp_path: Pat
     # Nothing was lost: the frame is still unfinished in its segment.
     with Spool(root) as tool:
         assert [e.queue_id for e in tool.list_all()] == [queue_id]
+
+
+def test_a_frame_whose_record_does_not_decode_is_kept_in_corrupt(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    with Spool(root) as spool:
+        layout = spool.layout
+    directory = journal_dir(layout)
+    # A good checksum over a record that is not one (what only a bug could write).
+    data = frame("K0000009", b"not a record", make_body("K0000009", 200))
+    (directory / "SEGD").write_bytes(data)
+    with Spool(root) as manager:
+        assert manager.feed_journal("SEGD", len(data), True) == 1
+        with pytest.raises(SpoolError, match="unreadable"):
+            manager.claim("K0000009")
+        assert manager.scan(Queue.INCOMING) == []
+    assert (root / "corrupt" / "journal-K0000009.frame").read_bytes() == data

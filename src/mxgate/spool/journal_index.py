@@ -171,6 +171,10 @@ class JournalIndex:
             data = self._read(message, message.frame.record_offset, message.frame.record_length)
             record = decode(data)
         except (SpoolError, OSError) as err:
+            # A frame whose checksum held but whose record does not decode (a
+            # bug, not a torn write): keep its bytes in corrupt/ for a human,
+            # as with a queue file, before it leaves the journal.
+            self._keep_evidence(message)
             with self._lock:
                 self._finish(queue_id, message)
             raise SpoolCorruptError(f"{queue_id}: journal frame unreadable: {err}") from None
@@ -230,6 +234,17 @@ class JournalIndex:
         self._segments.clear()
 
     # -- helpers ----------------------------------------------------------------
+    def _keep_evidence(self, message: JournalMessage) -> None:
+        frame = message.frame
+        target = self.layout.queue_dir(Queue.CORRUPT) / f"journal-{frame.queue_id}.frame"
+        try:
+            data = self._read(message, frame.offset, frame.end - frame.offset)
+            fsio.write_new(self._fs, target, data)
+        except (OSError, SpoolError) as err:
+            log.warning("%s: cannot keep the unreadable frame: %s", frame.queue_id, err)
+        else:
+            log.warning("%s: unreadable journal frame kept as %s", frame.queue_id, target)
+
     def _read(self, message: JournalMessage, offset: int, length: int) -> bytes:
         segment = self._segments[message.segment]
         data = os.pread(segment.fd, length, offset)
