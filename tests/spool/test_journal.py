@@ -332,3 +332,29 @@ def test_a_frame_whose_record_does_not_decode_is_kept_in_corrupt(tmp_path: Path)
             manager.claim("K0000009")
         assert manager.scan(Queue.INCOMING) == []
     assert (root / "corrupt" / "journal-K0000009.frame").read_bytes() == data
+
+
+def test_recovery_prefers_a_written_out_copy_to_its_frame(tmp_path: Path) -> None:
+    """A crash after writing a message out for its retry but before its done line:
+    the queue file is the message; the frame must not be delivered again."""
+    ticks: list[tuple[str, int, bool]] = []
+    root = tmp_path / "spool"
+    with Spool(root, journal=True, notify=lambda *t: ticks.append(t)) as worker:
+        queue_id = asyncio.run(receive(worker, make_body("w", 1800)))
+    with Spool(root) as manager:
+        for tick in ticks:
+            manager.feed_journal(*tick)
+        message = manager.claim(queue_id)
+        assert message is not None
+        segment = next(p for p in (root / "journal").iterdir() if not p.name.endswith(".done"))
+        kept = segment.read_bytes()
+        manager.move(queue_id, Queue.ACTIVE, Queue.DEFERRED)
+    # The crash: the segment and no done line, as if the line never reached the disk.
+    segment.write_bytes(kept)
+    (root / "journal" / (segment.name + DONE_SUFFIX)).unlink(missing_ok=True)
+    with Spool(root) as spool:
+        report = spool.recover()
+        assert report.requeued == []
+        assert spool.adopt_journal() == 0
+        assert spool.scan(Queue.INCOMING) == []
+        assert spool.locate(queue_id) is Queue.DEFERRED

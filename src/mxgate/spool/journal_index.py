@@ -35,7 +35,7 @@ from mxgate.spool import fsio
 from mxgate.spool.errors import SpoolCorruptError, SpoolError, from_os_error
 from mxgate.spool.format import Record, decode, encode
 from mxgate.spool.journal import DONE_SUFFIX, Frame, frames, is_segment_name, read_done
-from mxgate.spool.layout import Layout, Queue, is_queue_id
+from mxgate.spool.layout import LIVE_QUEUES, Layout, Queue, is_queue_id
 
 log = logging.getLogger(__name__)
 
@@ -344,10 +344,19 @@ def recover_journal(
         data = path.read_bytes()
         end = 0
         unfinished = []
+        written_out = []
         for item in frames(data):
             end = item.end
-            if item.queue_id not in done and is_queue_id(item.queue_id):
+            if item.queue_id in done or not is_queue_id(item.queue_id):
+                continue
+            if any(layout.record(q, item.queue_id).exists() for q in LIVE_QUEUES):
+                # Written out for a retry, then a crash before its done line:
+                # the queue file (with the newer recipient states) is the message.
+                written_out.append(item.queue_id)
+            else:
                 unfinished.append(item)
+        if written_out:
+            _mark_done(directory / (name + DONE_SUFFIX), written_out)
         report.queue_ids.extend(item.queue_id for item in unfinished)
         damaged = end < len(data) and _meaningful(data[end:])
         if damaged or write_out:
@@ -379,6 +388,13 @@ def _write_out(fs: fsio.FileSystem, layout: Layout, data: bytes, items: list[Fra
             write_queue_files(fs, layout, record, data[item.body_offset : item.end], Queue.INCOMING)
         except SpoolError as err:
             raise OSError(f"writing out {item.queue_id} from the journal: {err}") from None
+
+
+def _mark_done(path: Path, queue_ids: list[str]) -> None:
+    with open(path, "ab") as done:
+        done.write("".join(f"{q}\n" for q in queue_ids).encode("ascii"))
+        done.flush()
+        os.fsync(done.fileno())
 
 
 def _meaningful(tail: bytes) -> bool:
