@@ -13,10 +13,17 @@ A message leaves the index in one of two ways:
   body file and record (``data/`` and a queue directory, fsynced), and then
   marked done in its segment. From then on it is an ordinary queue file.
 
-Also owns recovery of the journal at start (before any worker runs): every
-frame not listed as done is materialized into ``incoming/``; a torn tail
-(never acknowledged) is dropped; the segments are then removed. And reading
-the journal for ``mxgate queue list`` (frames in flight show as active).
+A message that cannot be written out (no space) is *parked*: it stays in its
+segment and is offered again later.
+
+Also owns the journal's side of a restart: ``recover_journal`` (before any
+worker runs) checks the segments, removes those with nothing unfinished, keeps
+a segment damaged in the middle in corrupt/ (writing its good frames out), and
+marks done the frames whose message was already written out; then the queue
+manager ``adopt``s what is left and delivers it from the segments, so that a
+restart needs no free space. A torn tail (never acknowledged) is ignored. And
+reading the journal for the queue tools (frames in flight show as active;
+``write_out`` on a stopped gateway).
 
 Never decides delivery; the scheduler sees these messages through ``Spool``.
 """
