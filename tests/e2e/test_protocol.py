@@ -107,6 +107,8 @@ def test_smuggling(gateway: Gateway, variant: str) -> None:
     assert replies == [EXPECTED[variant], "221 2.0.0 Bye"]
     assert new_messages(before, gateway) == {}
     assert "smuggled@example.org" not in senders(gateway)
+    # The mail log is written once per event-loop turn: wait for the session's end.
+    gateway.wait_for_log(r"disconnect from unknown\[127\.0\.0\.2\]", since=mark)
     log = gateway.log(mark)
     assert f"reject: END-OF-MESSAGE from unknown[127.0.0.2]: {EXPECTED[variant]}" in log
     assert "smuggled@example.org" not in log
