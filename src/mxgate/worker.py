@@ -59,6 +59,7 @@ class MasterChannel:
         # Journal ticks not sent yet (socket buffer full), latest per segment:
         # a later tick of a segment covers the earlier ones.
         self._ticks: dict[str, tuple[int, bool]] = {}
+        self._unsent = b""  # the rest of a line the socket took only part of
         self._waiting_writable = False
 
     def tick(self, segment: str, durable: int, sealed: bool) -> None:
@@ -68,28 +69,26 @@ class MasterChannel:
         self._send_ticks()
 
     def _send_ticks(self) -> None:
-        while self._ticks:
-            segment, (durable, sealed) = next(iter(self._ticks.items()))
-            line = f"J {segment} {durable} {int(sealed)}\n".encode("ascii")
+        # What a full socket buffer did not take goes first next time: a stream
+        # socket may take part of a line, and the master must see whole lines.
+        while self._unsent or self._ticks:
+            if not self._unsent:
+                segment, (durable, sealed) = self._ticks.popitem()
+                self._unsent = f"J {segment} {durable} {int(sealed)}\n".encode("ascii")
             try:
-                sent = self.sock.send(line)
+                sent = self.sock.send(self._unsent)
             except BlockingIOError:
                 sent = 0
             except OSError:
                 self._ticks.clear()  # the master is gone: _readable stops us
+                self._unsent = b""
                 return
-            if sent != len(line):
-                # A stream socket may take part of a line; the master's parser
-                # would see a broken line. The lines are far below the buffer
-                # size, so this only happens with a full buffer: wait for room.
-                if sent:
-                    self._ticks.clear()  # cannot happen in practice; never send half lines
-                    return
+            self._unsent = self._unsent[sent:]
+            if self._unsent:
                 if not self._waiting_writable:
                     self._waiting_writable = True
                     self.loop.add_writer(self.sock, self._writable)
                 return
-            del self._ticks[segment]
 
     def _writable(self) -> None:
         self._waiting_writable = False
@@ -113,13 +112,18 @@ class MasterChannel:
             self.sock.send(READY)
 
     def close(self) -> None:
-        if self._ticks:
+        if self._ticks or self._unsent:
             # Last ticks (the sealing of our segment) must reach the master.
             self.sock.setblocking(True)
             self.sock.settimeout(5)
-            for segment, (durable, sealed) in self._ticks.items():
-                with contextlib.suppress(OSError):
-                    self.sock.sendall(f"J {segment} {durable} {int(sealed)}\n".encode("ascii"))
+            lines = [self._unsent] + [
+                f"J {segment} {durable} {int(sealed)}\n".encode("ascii")
+                for segment, (durable, sealed) in self._ticks.items()
+            ]
+            with contextlib.suppress(OSError):
+                self.sock.sendall(b"".join(lines))
+            self._ticks.clear()
+            self._unsent = b""
         if self._waiting_writable:
             self.loop.remove_writer(self.sock)
         self.loop.remove_reader(self.sock)
