@@ -281,10 +281,12 @@ class JournalCommitter:
     def submit(self, queue_id: str, data: bytes, done: Done) -> None:
         """Commit the frame ``data``; ``done(None)`` once it is durable, or
         ``done(error)``. Call from the event loop; ``done`` runs there too."""
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            # A previous loop ended (tests run many): whatever it left is gone.
-            self._loop, self._pending, self._scheduled, self._syncing = loop, [], False, False
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            # First use, or a previous loop ended (tests run many): whatever it
+            # left is gone. (Not get_running_loop() per commit: a getpid each.)
+            loop = self._loop = asyncio.get_running_loop()
+            self._pending, self._scheduled, self._syncing = [], False, False
         self._pending.append((queue_id, data, done))
         if not self._scheduled and not self._syncing:
             self._scheduled = True
