@@ -24,12 +24,10 @@ from mxgate.core.srs_keys import SrsContext, SrsSettings
 from mxgate.delivery import Courier, CourierConfig, DnsResolver
 from mxgate.delivery.scheduler import QueueManager, SchedulerSettings
 from mxgate.directory import SnapshotHolder, SrsKeyHolder
+from mxgate.directory.memory import fewer_young_collections
 from mxgate.maillog import MailLog
 from mxgate.spool import Spool
 from mxgate.supervisor import Supervisor
-
-GC_THRESHOLD = 5000
-"""Allocations between young collections (CPython's default: 700)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +63,7 @@ async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
     # process: keep the collector from walking it again and again. Deliveries
     # make many short-lived objects, so young collections run less often.
     gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
+    fewer_young_collections()
 
     def srs_context(now: float) -> SrsContext | None:
         return SrsContext(srs, keys.ring, now) if srs and keys else None
@@ -92,7 +90,7 @@ async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
 
     def journal_tick(segment: str, durable: int, sealed: bool) -> None:
         if spool.feed_journal(segment, durable, sealed):
-            manager.wake()
+            manager.journal_news()
 
     def worker_gone(segments: list[str]) -> None:
         # Its last frames may lack a tick (a crash between fdatasync and the

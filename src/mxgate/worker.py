@@ -25,6 +25,7 @@ from pathlib import Path
 
 from mxgate.core.srs_keys import SrsContext, SrsSettings
 from mxgate.directory import SnapshotHolder, SrsKeyHolder
+from mxgate.directory.memory import fewer_young_collections
 from mxgate.maillog import MailLog
 from mxgate.server.listener import Listener
 from mxgate.server.session import Session
@@ -164,6 +165,7 @@ async def run_worker(settings: WorkerSettings, master_fd: int | None = None) -> 
     loop.add_signal_handler(signal.SIGHUP, wake)
     # Both at once: with the database down each waits for its connect timeout.
     await asyncio.gather(holder.start(), *([keys.start()] if keys is not None else []))
+    fewer_young_collections()
     status = holder.status()
     if holder.current is None:
         log.line("smtpd", f"warning: no routing data ({status.last_error}); answering 451 4.3.0")
@@ -183,6 +185,8 @@ async def run_worker(settings: WorkerSettings, master_fd: int | None = None) -> 
         notify=master.tick if master is not None else None,
         quiet=quiet,
     )
+
+    spool.prepare_journal()
 
     def new_session() -> Session:
         return Session(

@@ -358,3 +358,79 @@ def test_recovery_prefers_a_written_out_copy_to_its_frame(tmp_path: Path) -> Non
         assert spool.adopt_journal() == 0
         assert spool.scan(Queue.INCOMING) == []
         assert spool.locate(queue_id) is Queue.DEFERRED
+
+
+# -- zero-filled segments -------------------------------------------------------------
+
+
+def _wait_for_spare(writer: JournalWriter) -> None:
+    deadline = time.monotonic() + 30
+    while writer._spare is None:
+        assert time.monotonic() < deadline, "no spare segment prepared"
+        time.sleep(0.01)
+
+
+def test_segments_after_the_first_are_written_in_place_into_zeros(tmp_path: Path) -> None:
+    ticks: list[tuple[str, int, bool]] = []
+    names = iter(f"SEG{n:05d}" for n in range(100))
+    writer = JournalWriter(tmp_path, lambda: next(names), limit=64 * 1024)
+    committer = JournalCommitter(writer, lambda *tick: ticks.append(tick), quiet=lambda: True)
+    first = [f"Z{n:07d}" for n in range(3)]
+    asyncio.run(_commit_many(committer, first))
+    _wait_for_spare(writer)  # started when the first segment was opened
+    (spare,) = [p for p in tmp_path.iterdir() if p.name.startswith(".spare-")]
+    assert spare.read_bytes() == bytes(64 * 1024)
+    writer.abandon()  # the next commit opens the next segment: the spare, renamed
+    second = [f"Y{n:07d}" for n in range(3)]
+    asyncio.run(_commit_many(committer, second))
+    segment = tmp_path / "SEG00001"
+    data = segment.read_bytes()
+    assert len(data) == 64 * 1024  # written in place: the file did not grow
+    assert [f.queue_id for f in frames(data)] == second
+    end = ticks[-1][1]
+    assert ticks[-1][0] == "SEG00001" and data[end:] == bytes(len(data) - end)
+    committer.close()
+    # Closing removes the spare made meanwhile; no file is left but the segments.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["SEG00000", "SEG00001"]
+
+
+def test_a_zero_filled_segment_recovers_and_adopts_like_a_grown_one(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    with Spool(root) as spool:
+        layout = spool.layout
+    directory = journal_dir(layout)
+    whole = [_frame(q) for q in ("K0000001", "K0000002", "K0000003")]
+    # Killed in the middle of the third frame's write, in a zero-filled file.
+    data = whole[0] + whole[1] + whole[2][:150]
+    (directory / "SEGZ").write_bytes(data + bytes(32 * 1024 - len(data)))
+    (directory / ".spare-999999999-X").write_bytes(bytes(1024))  # a dead worker's
+    with Spool(root) as spool:
+        report = spool.recover()
+        assert report.requeued == ["K0000001", "K0000002"]
+        assert not (root / "corrupt" / "journal-SEGZ").exists()  # zeros are no damage
+        assert not (directory / ".spare-999999999-X").exists()
+        assert spool.adopt_journal() == 2
+        assert spool.scan(Queue.INCOMING) == ["K0000001", "K0000002"]
+
+
+def test_without_room_for_a_spare_segments_grow_as_before(tmp_path: Path) -> None:
+    class NoRoom(JournalWriter):
+        def _prepare(self) -> None:
+            with self._spare_lock:
+                self._preparing = None  # as after ENOSPC: no spare, nothing left
+
+    names = iter(f"SEG{n:05d}" for n in range(100))
+    writer = NoRoom(tmp_path, lambda: next(names), limit=2000)
+    committer = JournalCommitter(writer, quiet=lambda: True)
+
+    async def one_by_one() -> None:
+        for n in range(4):
+            await committer.commit(f"G{n:07d}", _frame(f"G{n:07d}", 900))
+
+    asyncio.run(one_by_one())
+    committer.close()
+    segments = sorted(tmp_path.iterdir())
+    assert len(segments) >= 2
+    found = [f.queue_id for path in segments for f in frames(path.read_bytes())]
+    assert found == [f"G{n:07d}" for n in range(4)]
+    assert all(path.stat().st_size <= 2000 + 1500 for path in segments)

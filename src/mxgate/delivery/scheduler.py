@@ -92,6 +92,10 @@ class QueueManager:
         self._urgent = False  # woken by an operator or a full window: no rescan_gap
         self._deferred_scan_at = 0.0
         self._window_full = False  # the last scan left messages for lack of room
+        # incoming/ is listed at most every incoming_poll seconds, unless something
+        # we know of put a file there: new journal messages need no listing.
+        self._incoming_listed_at = -1e9
+        self._list_incoming = True
         self._remover = _Remover(spool)
 
     @property
@@ -102,7 +106,14 @@ class QueueManager:
     def wake(self) -> None:
         """Look at the queues now (``queue flush``, SIGUSR1), deferred ones included."""
         self._deferred_scan_at = 0.0
+        self._list_incoming = True
         self._urgent = True
+        self._wake.set()
+
+    def journal_news(self) -> None:
+        """New messages in the spool's journal (a worker's tick): take them up
+        without listing incoming/ or deferred/ for them (a tick comes per
+        durable batch, and those listings are most of what a tick would cost)."""
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -144,7 +155,15 @@ class QueueManager:
     def _scan(self) -> None:
         self._window_full = False
         free = self.settings.active_limit - len(self.in_flight)
-        for queue_id in self.spool.scan(Queue.INCOMING, journal_limit=free):
+        # Files in incoming/ come from workers (bodies too big for the journal),
+        # our own bounces and operators (who wake us); the poll finds the first.
+        mono = time.monotonic()
+        poll = self.settings.incoming_poll
+        listing = self._list_incoming or mono - self._incoming_listed_at >= poll
+        if listing:
+            self._list_incoming = False
+            self._incoming_listed_at = mono
+        for queue_id in self.spool.scan(Queue.INCOMING, journal_limit=free, files=listing):
             if not self._start(queue_id, Queue.INCOMING):
                 return
         now = self.clock()
@@ -359,6 +378,7 @@ class QueueManager:
         ]
         if not failed:
             return  # NOTIFY=NEVER, or NOTIFY without FAILURE: the sender asked for silence
+        self._list_incoming = True  # the report goes to incoming/
         try:
             bounce_id = await enqueue_bounce(
                 self.spool, envelope, failed, target, settings, self.clock()
@@ -380,6 +400,7 @@ class QueueManager:
         relayed = [r for r in recipients_to_report(envelope, "relayed") if r.address in addresses]
         if not relayed:
             return
+        self._list_incoming = True  # the notice goes to incoming/
         try:
             notice_id = await enqueue_bounce(
                 self.spool,

@@ -64,3 +64,18 @@ def freeze_long_lived() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
+
+
+YOUNG_THRESHOLD = 5000
+"""Allocations between young collections (CPython's default: 700)."""
+
+
+def fewer_young_collections() -> None:
+    """Run young collections less often (every ``YOUNG_THRESHOLD`` allocations).
+
+    Serving mail makes many short-lived objects per message (a session, its
+    events, a delivery attempt); at the default threshold a busy process spent
+    a noticeable share of its time in collections that found nothing, since
+    reference counting frees nearly all of them.
+    """
+    gc.set_threshold(YOUNG_THRESHOLD, *gc.get_threshold()[1:])

@@ -41,7 +41,14 @@ from pathlib import Path
 from mxgate.spool import fsio
 from mxgate.spool.errors import SpoolCorruptError, SpoolError, from_os_error
 from mxgate.spool.format import Record, decode, encode
-from mxgate.spool.journal import DONE_SUFFIX, Frame, frames, is_segment_name, read_done
+from mxgate.spool.journal import (
+    DONE_SUFFIX,
+    Frame,
+    frames,
+    is_segment_name,
+    read_done,
+    remove_stale_spares,
+)
 from mxgate.spool.layout import LIVE_QUEUES, Layout, Queue, is_queue_id
 
 log = logging.getLogger(__name__)
@@ -342,6 +349,7 @@ def recover_journal(
     """
     report = JournalRecovery()
     directory = journal_dir(layout)
+    remove_stale_spares(directory, all_of_them=True)
     names = sorted(fs.listdir(directory)) if directory.is_dir() else []
     for name in names:
         if not is_segment_name(name):

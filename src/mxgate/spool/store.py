@@ -197,20 +197,25 @@ class Spool:
 
     # -- reading -------------------------------------------------------------------
 
-    def scan(self, queue: Queue, journal_limit: int | None = None) -> list[str]:
+    def scan(
+        self, queue: Queue, journal_limit: int | None = None, *, files: bool = True
+    ) -> list[str]:
         """The queue ids in ``queue``, oldest first (ids sort by arrival).
 
         For incoming, the journal's unclaimed messages follow the files, in the
         order their ticks came (arrival order per worker), at most
         ``journal_limit`` of them: with a backlog of many thousands, the queue
         manager asks only for as many as it has free delivery slots, instead
-        of copying and sorting the whole backlog at every tick.
+        of copying and sorting the whole backlog at every tick. ``files=False``
+        leaves out the listing of the queue directory (the journal's part only).
         """
-        try:
-            names = self._fs.listdir(self.layout.queue_dir(queue))
-        except OSError as err:
-            raise from_os_error(err, f"list {queue.value}/") from err
-        found = sorted(name for name in names if is_queue_id(name))
+        found: list[str] = []
+        if files:
+            try:
+                names = self._fs.listdir(self.layout.queue_dir(queue))
+            except OSError as err:
+                raise from_os_error(err, f"list {queue.value}/") from err
+            found = sorted(name for name in names if is_queue_id(name))
         if queue is Queue.INCOMING:
             self.journal_index.unpark(time.monotonic())
         waiting = self.journal_index.waiting
@@ -237,6 +242,12 @@ class Spool:
             raise from_os_error(err, "write out the journal") from err
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_SH)
+
+    def prepare_journal(self) -> None:
+        """Start preparing the journal's first zero-filled segment now (a worker
+        at start), so that the first messages already find one."""
+        if self.journal is not None:
+            self.journal.writer.prepare_spare()
 
     def adopt_journal(self) -> int:
         """Take over the journal segments of earlier workers (the queue manager,
