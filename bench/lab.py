@@ -34,7 +34,14 @@ REPO = BENCH_DIR.parent
 POSTFIX_TEMPLATES = BENCH_DIR / "postfix"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 LOOPBACK = "127.0.0.1"
-DATASET_VERSION = 1
+DATASET_VERSION = 2
+TRUSTED_NETWORK = "127.0.0.254/32"
+"""Both gateways' mynetworks: no client of the lab connects from it, so every
+load (smtp-source from 127.0.0.1 included) is "the internet" to them."""
+CONNECTIONS_PER_CLIENT = 100
+"""Both gateways' smtpd_client_connection_count_limit (Postfix's default: 50):
+smtp-source connects from one address, and at 50 sessions a new connection
+can arrive before the server has seen the previous one close."""
 
 
 def log(text: str) -> None:
@@ -220,12 +227,24 @@ class Scale:
     Mailbox n is ``user{n}@d{n % domains}.bench.example``. Domains with
     k % 100 == 99 have a forward catch-all, k % 100 == 98 a relay catch-all.
     Exact forwards ``alias{j}@...`` point at mailboxes; exact relays are
-    ``relay{j}@...``."""
+    ``relay{j}@...``. The last ``source_mailboxes`` of the mailboxes are named
+    ``{j}user@d0.bench.example`` (j from 1): the recipients ``smtp-source -N -t
+    user@d0.bench.example`` numbers, distinct per recipient and all valid."""
 
     mailboxes: int
     domains: int = 1000
     forwards: int = 20_000
     relays: int = 5_000
+
+    @property
+    def source_mailboxes(self) -> int:
+        # More than the fastest gateway run takes (about 2,000 msgs/s x 8 s x 5).
+        return min(200_000, self.mailboxes // 5)
+
+    @property
+    def regular_mailboxes(self) -> int:
+        """``user{n}@d{n % domains}`` for n below this (what loadgen.py draws from)."""
+        return self.mailboxes - self.source_mailboxes
 
     def key(self) -> str:
         return (
@@ -281,14 +300,16 @@ INSERT INTO transport (domain, transport, node)
     SELECT 'd' || g || {d}, {sink}, '' FROM generate_series(0, {s.domains - 1}) g;
 INSERT INTO mailbox (email, password, node)
     SELECT 'user' || g || '@d' || (g % {s.domains}) || {d}, 'x', {node.format(f"g % {s.domains}")}
-    FROM generate_series(0, {s.mailboxes - 1}) g;
+    FROM generate_series(0, {s.regular_mailboxes - 1}) g;
+INSERT INTO mailbox (email, password, node)
+    SELECT g || 'user@d0' || {d}, 'x', 'maila' FROM generate_series(1, {s.source_mailboxes}) g;
 INSERT INTO forward (source, destination)
     SELECT '@d' || g || {d}, 'user' || g || '@d' || g || {d}
     FROM generate_series(99, {s.domains - 1}, 100) g;
 INSERT INTO forward (source, destination)
     SELECT 'alias' || g || '@d' || (g % {s.domains}) || {d},
            'user' || m || '@d' || (m % {s.domains}) || {d}
-    FROM (SELECT g, (g::bigint * 7919) % {s.mailboxes} AS m
+    FROM (SELECT g, (g::bigint * 7919) % {s.regular_mailboxes} AS m
           FROM generate_series(0, {s.forwards - 1}) g) t;
 INSERT INTO relay (source, node)
     SELECT '@d' || g || {d}, {node.format("g")} FROM generate_series(98, {s.domains - 1}, 100) g;
@@ -442,6 +463,8 @@ class Postfix:
             "@PGDB@": POSTFIX_DB,
             "@SMTPD@": f"{LOOPBACK}:{self.ports.postfix}",
             "@RELAYHOST@": f"[{LOOPBACK}]:{self.ports.sink_a}",
+            "@TRUSTED@": TRUSTED_NETWORK,
+            "@CONNECTIONS@": str(CONNECTIONS_PER_CLIENT),
         }
 
     def configure(self) -> None:
@@ -561,7 +584,8 @@ class Mxgate:
         settings = {
             "myhostname": "mx-mxgate.bench.example",
             "listen": [f"{LOOPBACK}:{self.ports.mxgate}"],
-            "mynetworks": [f"{LOOPBACK}/32"],
+            "mynetworks": [TRUSTED_NETWORK],
+            "smtpd_client_connection_count_limit": CONNECTIONS_PER_CLIENT,
             "database_url": pg.dsn(MXGATE_DB),
             "spool_dir": str(self.spool),
             "state_dir": str(self.state),
