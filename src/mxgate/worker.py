@@ -177,7 +177,10 @@ async def run_worker(settings: WorkerSettings, master_fd: int | None = None) -> 
     listener: Listener | None = None
 
     def quiet() -> bool:
-        return listener is not None and len(listener.sessions) <= 1
+        # One client at a time (its previous connection may not be closed yet
+        # when the next arrives): the fdatasync runs inline, which beats both a
+        # thread and the helper process when nothing else waits on the loop.
+        return listener is not None and len(listener.sessions) <= 2
 
     spool = Spool(
         settings.spool_dir,

@@ -434,3 +434,74 @@ def test_without_room_for_a_spare_segments_grow_as_before(tmp_path: Path) -> Non
     found = [f.queue_id for path in segments for f in frames(path.read_bytes())]
     assert found == [f"G{n:07d}" for n in range(4)]
     assert all(path.stat().st_size <= 2000 + 1500 for path in segments)
+
+
+# -- the sync helper process ----------------------------------------------------------
+
+
+def test_busy_commits_are_synced_by_the_helper_process(tmp_path: Path) -> None:
+    ticks: list[tuple[str, int, bool]] = []
+    names = iter(f"SEG{n:05d}" for n in range(100))
+    writer = JournalWriter(tmp_path, lambda: next(names))
+    committer = JournalCommitter(writer, lambda *tick: ticks.append(tick), helper=True)
+    ids = [f"H{n:07d}" for n in range(200)]
+
+    async def run() -> None:
+        await _commit_many(committer, ids)
+        helper = committer._helper
+        assert helper is not None and helper.proc.poll() is None
+        assert committer._thread is None  # the helper did every fdatasync
+        committer.close()
+        assert helper.proc.returncode == 0  # it ends with its socket
+
+    asyncio.run(run())
+    data = (tmp_path / "SEG00000").read_bytes()
+    assert [f.queue_id for f in frames(data)] == ids
+    assert ticks[-1][0] == "SEG00000" and ticks[-1][2] is True
+
+
+def test_a_killed_helper_is_replaced_and_no_commit_is_lost(tmp_path: Path) -> None:
+    names = iter(f"SEG{n:05d}" for n in range(100))
+    committer = JournalCommitter(JournalWriter(tmp_path, lambda: next(names)), helper=True)
+    first = [f"K{n:07d}" for n in range(20)]
+    second = [f"L{n:07d}" for n in range(20)]
+
+    async def run() -> None:
+        await _commit_many(committer, first)
+        helper = committer._helper
+        assert helper is not None
+        helper.proc.kill()
+        helper.proc.wait()
+        await _commit_many(committer, second)  # the helper is found gone meanwhile
+        assert committer._helper is None and not committer.use_helper
+        committer.close()
+
+    asyncio.run(run())
+    data = (tmp_path / "SEG00000").read_bytes()
+    assert [f.queue_id for f in frames(data)] == first + second
+    assert read_done(tmp_path / ("SEG00000" + DONE_SUFFIX)) == set()
+
+
+def test_an_fdatasync_the_helper_reports_failed_fails_the_batch(tmp_path: Path) -> None:
+    read_end, write_end = os.pipe()  # fdatasync on a pipe: EINVAL, a real error
+
+    class PipeWriter(JournalWriter):
+        @property
+        def fileno(self) -> int:
+            return read_end
+
+    names = iter(f"SEG{n:05d}" for n in range(100))
+    committer = JournalCommitter(PipeWriter(tmp_path, lambda: next(names)), helper=True)
+
+    async def run() -> None:
+        with pytest.raises(SpoolError, match="fdatasync"):
+            await _commit_many(committer, ["P0000001", "P0000002"])
+        committer.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    # The frames may be complete on disk, but they are listed as never to deliver.
+    assert read_done(tmp_path / ("SEG00000" + DONE_SUFFIX)) == {"P0000001", "P0000002"}

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mxgate.spool.errors import SpoolError, from_os_error
+from mxgate.spool.sync_helper import HelperGone, SyncHelper
 
 log = logging.getLogger(__name__)
 
@@ -288,10 +289,19 @@ class JournalWriter:
         self.size = start + len(data)
         return self.name, self.size
 
+    @property
+    def fileno(self) -> int:
+        """The current segment's descriptor (-1: none open)."""
+        return self._fd
+
     def sync(self) -> None:
         """Make everything appended so far durable (the segment's own directory
         entry too, the first time)."""
         os.fdatasync(self._fd)
+        self.sync_directory()
+
+    def sync_directory(self) -> None:
+        """Make the current segment's name durable, once per segment."""
         if not self._dir_synced:
             dir_fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
@@ -383,12 +393,18 @@ class JournalCommitter:
         writer: JournalWriter,
         notify: Notify | None = None,
         quiet: Callable[[], bool] | None = None,
+        *,
+        helper: bool = False,
     ) -> None:
         """``quiet()`` says whether nothing else waits on the event loop (one
-        session): then the fdatasync runs on the loop itself."""
+        session): then the fdatasync runs on the loop itself. ``helper``: run
+        the others in a helper process (sync_helper.py) rather than a thread."""
         self.writer = writer
         self.notify = notify
         self.quiet = quiet
+        self.use_helper = helper
+        self._helper: SyncHelper | None = None
+        self._inflight: tuple[list[tuple[str, bytes, Done]], str, int] | None = None
         self._pending: list[tuple[str, bytes, Done]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: _SyncThread | None = None
@@ -454,11 +470,13 @@ class JournalCommitter:
             self._syncing = True
             self._synced(batch, name, end, failure)
             return
+        loop = self._loop
+        assert loop is not None
+        if self._by_helper(loop, batch, name, end):
+            return
         if self._thread is None:
             self._thread = _SyncThread()
         self._syncing = True
-        loop = self._loop
-        assert loop is not None
 
         def sync() -> None:
             try:
@@ -471,6 +489,56 @@ class JournalCommitter:
                 loop.call_soon_threadsafe(self._synced, batch, name, end, error)
 
         self._thread.submit(sync)
+
+    def _by_helper(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[tuple[str, bytes, Done]],
+        name: str,
+        end: int,
+    ) -> bool:
+        """Hand the batch's fdatasync to the helper process; False when there
+        is none to take it (not wanted, cannot start, gone)."""
+        if not self.use_helper:
+            return False
+        if self._helper is None:
+            self._helper = SyncHelper.start(loop)
+            if self._helper is None:
+                self.use_helper = False  # the thread does it from now on
+                return False
+        try:
+            self.writer.sync_directory()  # once per segment, here: cheap
+        except OSError as err:
+            self._syncing = True
+            self._synced(batch, name, end, err)
+            return True
+        if not self._helper.request(self.writer.fileno, self._helper_replied):
+            self._drop_helper()
+            return False
+        self._syncing = True
+        self._inflight = (batch, name, end)
+        return True
+
+    def _helper_replied(self, error: OSError | None) -> None:
+        assert self._inflight is not None
+        batch, name, end = self._inflight
+        self._inflight = None
+        if isinstance(error, HelperGone):
+            # Whether it synced before dying is unknown: sync here (it may be
+            # repeated), and let the thread serve from now on.
+            self._drop_helper()
+            try:
+                self.writer.sync()
+                error = None
+            except OSError as err:
+                error = err
+        self._synced(batch, name, end, error)
+
+    def _drop_helper(self) -> None:
+        helper, self._helper = self._helper, None
+        self.use_helper = False
+        if helper is not None:
+            helper.close()
 
     def _synced(
         self, batch: list[tuple[str, bytes, Done]], name: str, end: int, error: OSError | None
@@ -513,6 +581,10 @@ class JournalCommitter:
         if self._thread is not None:
             self._thread.stop()
             self._thread = None
+        if self._helper is not None:
+            self.use_helper = False  # what follows the batch in flight: the thread
+            self._helper.wait(timeout=30)  # a batch in flight is answered first
+            self._drop_helper()
         name, end = self.writer.name, self.writer.size
         self.writer.abandon()
         self.writer.discard_spare()

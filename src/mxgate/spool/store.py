@@ -134,7 +134,7 @@ class Spool:
         self.journal: JournalCommitter | None = None
         if journal:
             writer = JournalWriter(journal_dir(self.layout), self._ids.new)
-            self.journal = JournalCommitter(writer, notify, quiet)
+            self.journal = JournalCommitter(writer, notify, quiet, helper=True)
         # Messages that reached this process through journal ticks (the queue manager).
         self.journal_index = JournalIndex(self.layout, self._fs)
 
