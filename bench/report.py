@@ -19,6 +19,7 @@ REPO = BENCH_DIR.parent
 ACCEPT_TARGET = 6.0
 REJECT_TARGET = 100.0
 E2E_TARGET = 4.0
+E2E_CONCURRENCY = (10, 50)
 RCPT_P99_TARGET_MS = 1.0
 QUICK_NOTE = "quick mode: a tenth of the mailboxes, fewer and shorter runs"
 SYSTEMS = {
@@ -243,7 +244,17 @@ def markdown(results: dict[str, Any], chart: Path, results_file: Path) -> str:
     add("| target | measured (medians, same run) | verdict |")
     add("|---|---|---|")
     acc = [r["accept_mx_over_pf"] for r in rows if r["accept_mx_over_pf"]]
-    e2e = [r["e2e_mx_over_pf"] for r in rows if r["e2e_mx_over_pf"]]
+    # Issue #5 sets its end-to-end target at 10 and 50 sessions; c=1 is shown apart.
+    e2e = [
+        r["e2e_mx_over_pf"]
+        for r in rows
+        if r["e2e_mx_over_pf"] and r["concurrency"] in E2E_CONCURRENCY
+    ]
+    e2e_c1 = [
+        f"{times(r['e2e_mx_over_pf'])} ({r['rcpts']} rcpt)"
+        for r in rows
+        if r["e2e_mx_over_pf"] and r["concurrency"] not in E2E_CONCURRENCY
+    ]
     add(
         f"| durable accept rate ≥ {ACCEPT_TARGET:g}× Postfix's | "
         f"{times(min(acc)) if acc else '–'} to {times(max(acc)) if acc else '–'} over the six "
@@ -251,9 +262,10 @@ def markdown(results: dict[str, Any], chart: Path, results_file: Path) -> str:
         f"{partial(acc, ACCEPT_TARGET)} |"
     )
     add(
-        f"| end-to-end rate ≥ {E2E_TARGET:g}× Postfix's | "
-        f"{times(min(e2e)) if e2e else '–'} to {times(max(e2e)) if e2e else '–'} over the six "
-        f"workloads | {verdict(bool(e2e) and min(e2e) >= E2E_TARGET)}{partial(e2e, E2E_TARGET)} |"
+        f"| end-to-end rate ≥ {E2E_TARGET:g}× Postfix's (at 10 and 50 sessions) | "
+        f"{times(min(e2e)) if e2e else '–'} to {times(max(e2e)) if e2e else '–'} over the four "
+        f"workloads (c=1, not part of this target: {', '.join(e2e_c1) or '–'}) | "
+        f"{verdict(bool(e2e) and min(e2e) >= E2E_TARGET)}{partial(e2e, E2E_TARGET)} |"
     )
     add(
         f"| unknown-recipient rejections ≥ {REJECT_TARGET:g}× Postfix's | "
@@ -885,10 +897,10 @@ def observations(results: dict[str, Any]) -> list[str]:
         if pf10 and pf50 and pf50 < 1.1 * pf10:
             out.append(
                 f"Postfix does not gain from 10 to 50 sessions ({num(pf10)} and {num(pf50)}"
-                f" messages/s): at c=50 its RCPT p99 is {ms(r50['postfix']['rcpt_p99_ms'])} ms,"
-                " the one-second `in_flow_delay` that Postfix inserts before accepting more"
-                " mail when arrivals outrun deliveries, and 50 smtpd processes with three"
-                " PostgreSQL connections each share two cores."
+                " messages/s): its CPU per message (PostgreSQL's included) already fills the"
+                " two cores at 10 sessions; at 50, smtpd processes with three PostgreSQL"
+                " connections each share them, and `in_flow_delay` (one second) holds back"
+                " clients whenever arrivals outrun deliveries."
             )
     rej = s["reject"]
     if rej["postfix"]["reject_rate"]:
