@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,7 +89,7 @@ def encode(record: Record) -> bytes:
             [
                 "{\n",
                 *[
-                    prefix + dumps(value) + ",\n"
+                    prefix + _scalar(value) + ",\n"
                     for prefix, value in zip(_PREFIXES, values, strict=True)
                 ],
                 ' "recipients": [\n',
@@ -121,6 +122,28 @@ _FIELDS = (
 _ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False)
 """One encoder for every value: ``json.dumps`` with options builds a new one per call."""
 _PREFIXES = tuple(f" {_ENCODER.encode(name)}: " for name in _FIELDS)
+
+
+_encode_str: Callable[[str], str] = json.encoder.encode_basestring
+
+
+def _scalar(value: object) -> str:
+    """JSON for one header field: strings, ints, booleans and null directly
+    (``JSONEncoder.encode`` builds an encoder object per call for anything but
+    a string: most of this function's cost before); floats, with their NaN
+    check, and dicts through the encoder."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    kind = type(value)
+    if isinstance(value, str) and kind is str:
+        return _encode_str(value)
+    if isinstance(value, int) and kind is int:
+        return int.__repr__(value)
+    return _ENCODER.encode(value)
 
 
 def _encode_recipient(rcpt: Recipient) -> dict[str, Any]:
