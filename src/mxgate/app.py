@@ -255,4 +255,5 @@ def master_settings(config: MxgateConfig, dsn: str) -> MasterSettings:
         ),
         srs=srs_settings(config),
         srs_cache_path=srs_cache_path(config),
+        change_log_retention=config.change_log_retention,
     )

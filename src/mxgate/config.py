@@ -212,6 +212,7 @@ class MxgateConfig:
     database_url: str = ""
     state_dir: str = "var"
     snapshot_reload_interval: int = 60
+    change_log_retention: int = 7 * 86400
     # Observability.
     metrics_listen: str = ""
     log_level: str = "info"
@@ -295,6 +296,9 @@ SETTINGS: dict[str, Setting] = {
     "state_dir": Setting(parse_str, "embedded database and snapshot cache directory"),
     "snapshot_reload_interval": Setting(
         parse_duration, "full reload period when the database has no change log"
+    ),
+    "change_log_retention": Setting(
+        parse_duration, "age after which the gateway deletes change-log entries (0: never)"
     ),
     "metrics_listen": Setting(parse_optional_endpoint, "host:port for metrics and health"),
     "log_level": Setting(parse_log_level, "debug, info, warning or error"),

@@ -25,6 +25,7 @@ from mxgate.delivery import Courier, CourierConfig, DnsResolver
 from mxgate.delivery.scheduler import QueueManager, SchedulerSettings
 from mxgate.directory import SnapshotHolder, SrsKeyHolder
 from mxgate.directory.memory import fewer_young_collections
+from mxgate.directory.retention import keep_pruning
 from mxgate.maillog import MailLog
 from mxgate.spool import Spool
 from mxgate.supervisor import Supervisor
@@ -46,6 +47,7 @@ class MasterSettings:
     delivery_grace: float = 10.0
     srs: SrsSettings | None = None  # None: SRS off
     srs_cache_path: Path | None = None
+    change_log_retention: int = 0  # seconds; 0: never prune
 
 
 async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
@@ -107,6 +109,16 @@ async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
     settings.pid_file.write_text(f"{os.getpid()}\n")
     stop = asyncio.Event()
     deliveries = asyncio.create_task(manager.run(stop))
+    pruning = None
+    if settings.change_log_retention > 0:
+        pruning = asyncio.create_task(
+            keep_pruning(
+                settings.dsn,
+                settings.change_log_retention,
+                lambda text: log.line("master", text),
+                stop,
+            )
+        )
     try:
         code = await supervisor.run()
     finally:
@@ -118,6 +130,10 @@ async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(deliveries, *manager.in_flight.values(), return_exceptions=True)
+        if pruning is not None:
+            pruning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruning
         await courier.close()
         await holder.stop()
         if keys is not None:

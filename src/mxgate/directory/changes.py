@@ -140,3 +140,13 @@ async def poll(
     return Batch(
         version=new_version, in_progress=position.in_progress, entries=len(rows), groups=groups
     )
+
+
+async def prune(conn: asyncpg.Connection, keep_seconds: int) -> int:
+    """Delete change-log entries older than ``keep_seconds`` (through the
+    migration's ``mxgate_prune_change_log``, which leaves the 'P' entry that
+    sends a gateway that was away longer to a full reload); how many went."""
+    deleted = await conn.fetchval(
+        "SELECT mxgate_prune_change_log(make_interval(secs => $1))", float(keep_seconds)
+    )
+    return int(deleted or 0)
