@@ -132,13 +132,6 @@ def split_endpoint(text: str) -> tuple[str, int]:
     return host, int(match.group(3))
 
 
-def parse_optional_endpoint(value: object) -> str:
-    text = parse_str(value)
-    if text:
-        split_endpoint(text)
-    return text
-
-
 def parse_log_level(value: object) -> str:
     text = parse_str(value).lower()
     if text not in ("debug", "info", "warning", "error"):
@@ -213,8 +206,7 @@ class MxgateConfig:
     state_dir: str = "var"
     snapshot_reload_interval: int = 60
     change_log_retention: int = 7 * 86400
-    # Observability.
-    metrics_listen: str = ""
+    # Diagnostics (the mail log is always on).
     log_level: str = "info"
 
     @property
@@ -300,8 +292,7 @@ SETTINGS: dict[str, Setting] = {
     "change_log_retention": Setting(
         parse_duration, "age after which the gateway deletes change-log entries (0: never)"
     ),
-    "metrics_listen": Setting(parse_optional_endpoint, "host:port for metrics and health"),
-    "log_level": Setting(parse_log_level, "debug, info, warning or error"),
+    "log_level": Setting(parse_log_level, "diagnostic log on stderr: debug, info, warning, error"),
 }
 
 _FIELD_NAMES = {f.name for f in fields(MxgateConfig)}

@@ -13,6 +13,7 @@ Never decides anything: callers pass facts, this module only words them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 import time
@@ -146,3 +147,34 @@ class MailLog:
 
     def removed(self, queue_id: str) -> None:
         self.line("qmgr", f"{queue_id}: removed")
+
+
+class _SyslogShape(logging.Formatter):
+    """Diagnostic lines shaped like the mail log's: ``Mon DD HH:MM:SS host
+    mxgate/<module>[pid]: <level>: text``."""
+
+    def __init__(self, myhostname: str) -> None:
+        super().__init__()
+        self.host = myhostname.split(".", 1)[0] or myhostname
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%b %e %H:%M:%S", time.localtime(record.created))
+        module = record.name.rpartition(".")[2]
+        text = (
+            f"{stamp} {self.host} {PROGRAM}/{module}[{record.process}]: "
+            f"{record.levelname.lower()}: {record.getMessage()}"
+        )
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def configure_diagnostics(level: str, myhostname: str, stream: TextIO | None = None) -> None:
+    """Send mxgate's diagnostic logging (``logging``; not the mail log) to
+    ``stream`` (stderr) at ``level`` (the ``log_level`` setting)."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(_SyslogShape(myhostname))
+    logger = logging.getLogger(PROGRAM)
+    logger.handlers[:] = [handler]
+    logger.setLevel(level.upper())
+    logger.propagate = False

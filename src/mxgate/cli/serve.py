@@ -15,6 +15,7 @@ import typer
 from mxgate.app import database, master_settings, worker_settings
 from mxgate.cli.common import ConfigOption, fail, settings
 from mxgate.config import ConfigError, load_config
+from mxgate.maillog import configure_diagnostics
 from mxgate.master import run_master
 from mxgate.spool import Spool, SpoolError
 from mxgate.supervisor import Supervisor, default_worker_count, worker_command
@@ -38,6 +39,7 @@ def serve(config: ConfigOption = None) -> None:
     """Run the gateway (embedded database with example data when none is configured)."""
     loaded = settings(config)
     cfg = loaded.config
+    configure_diagnostics(cfg.log_level, cfg.hostname)
     try:
         worker_settings(cfg, "")  # fail early, before any process starts, on bad TLS files
     except (OSError, ssl.SSLError) as exc:
@@ -85,6 +87,7 @@ def worker(config: ConfigOption = None, master_fd: MasterFdOption = None) -> Non
     loaded = settings(config)
     if not loaded.config.database_url:
         fail("worker needs database_url (serve sets it)")
+    configure_diagnostics(loaded.config.log_level, loaded.config.hostname)
     try:
         ws = worker_settings(loaded.config, loaded.config.database_url)
     except (OSError, ssl.SSLError) as exc:
