@@ -6,8 +6,10 @@ that dies is restarted (after a pause, so a crash loop cannot spin). SIGHUP
 starts a fresh set of workers, which read the settings anew, waits until every
 one of them listens, and only then asks the old set to finish their sessions
 and exit: a reload never refuses a connection, however long a new worker
-takes to start (a slow or hung database, for one). When the new set fails to
-start, the old set keeps serving. SIGTERM and SIGINT stop every worker
+takes to start (a slow or hung database, for one). The old set gets SIGUSR2:
+stop accepting and let each session run to its QUIT (within the grace), since
+the new set serves by then. When the new set fails to start, the old set keeps
+serving. SIGTERM and SIGINT stop every worker
 gracefully, then the master.
 
 Each worker gets one end of a socket pair as ``--master-fd N``: it writes
@@ -48,7 +50,16 @@ class Supervisor:
         check_reload: Callable[[], str | None] | None = None,
         on_journal: Callable[[str, int, bool], None] | None = None,
         on_worker_gone: Callable[[list[str]], None] | None = None,
+        listen_fds: Callable[[int], list[int]] | None = None,
+        close_listeners: Callable[[], None] | None = None,
     ) -> None:
+        """``listen_fds(slot)``: the listening sockets worker slot ``slot``
+        inherits (sockets.py); None: each worker binds its own.
+        ``close_listeners()``: close ours when stopping, so that new clients
+        are refused at once rather than queued for workers that are leaving."""
+        self.listen_fds = listen_fds
+        self.close_listeners = close_listeners
+        self._slot: dict[int, int] = {}  # worker pid -> slot
         self.on_journal = on_journal
         self.on_worker_gone = on_worker_gone
         self._segments: dict[int, set[str]] = {}  # journal segments per worker
@@ -58,19 +69,27 @@ class Supervisor:
         self.log = log
         self.check_reload = check_reload
         self.workers: dict[int, subprocess.Popen[bytes]] = {}
+        # Replaced by a reload, finishing their sessions: reaped, not restarted.
+        self.retiring: dict[int, subprocess.Popen[bytes]] = {}
         # Resolved True when the worker says it listens, False if it goes first.
         self._ready: dict[int, asyncio.Future[bool]] = {}
         self._channels: dict[int, socket.socket] = {}
         self._buffers: dict[int, tuple[bytearray, asyncio.Future[bool]]] = {}
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
+    def _spawn(self, slot: int) -> subprocess.Popen[bytes]:
         ours, theirs = socket.socketpair()  # neither end is inherited by default
+        listening = self.listen_fds(slot) if self.listen_fds is not None else []
         try:
             proc = subprocess.Popen(
-                [*self.command, "--master-fd", str(theirs.fileno())],
+                [
+                    *self.command,
+                    "--master-fd",
+                    str(theirs.fileno()),
+                    *(arg for fd in listening for arg in ("--listen-fd", str(fd))),
+                ],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(),),
+                pass_fds=(theirs.fileno(), *listening),
             )
         except BaseException:
             ours.close()
@@ -78,6 +97,7 @@ class Supervisor:
         finally:
             theirs.close()
         self.workers[proc.pid] = proc
+        self._slot[proc.pid] = slot
         self._channels[proc.pid] = ours
         self._segments[proc.pid] = set()
         self._ready[proc.pid] = self._watch_channel(proc.pid, ours)
@@ -155,6 +175,7 @@ class Supervisor:
         segments = self._segments.pop(pid, set())
         if segments and self.on_worker_gone is not None:
             self.on_worker_gone(sorted(segments))
+        self._slot.pop(pid, None)
         readiness = self._ready.pop(pid, None)
         if readiness is not None and not readiness.done():
             readiness.set_result(False)
@@ -166,8 +187,8 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, reload.set)
-        for _ in range(self.count):
-            self._spawn()
+        for slot in range(self.count):
+            self._spawn(slot)
         problem = await self._wait_ready(self.workers, stop)
         if problem is not None and not stop.is_set():
             # Nothing serves yet: fail now rather than restart them forever.
@@ -189,15 +210,20 @@ class Supervisor:
         return 0
 
     async def _reap_and_restart(self) -> None:
+        for pid, proc in list(self.retiring.items()):
+            if proc.poll() is not None:
+                del self.retiring[pid]
+                self._forget(pid)
         for pid, proc in list(self.workers.items()):
             code = proc.poll()
             if code is None:
                 continue
             del self.workers[pid]
+            slot = self._slot.get(pid, 0)
             self._forget(pid)
             self.log(f"warning: worker {pid} exited with status {code}; restarting it")
             await asyncio.sleep(RESTART_PAUSE)
-            self._spawn()
+            self._spawn(slot)
 
     async def _reload(self, stop: asyncio.Event) -> None:
         if self.check_reload is not None:
@@ -207,8 +233,8 @@ class Supervisor:
                 return
         old = self.workers
         self.workers = {}
-        for _ in range(self.count):
-            self._spawn()
+        for slot in range(self.count):
+            self._spawn(slot)
         new = self.workers
         # The new workers bind beside the old ones (SO_REUSEPORT); the old ones
         # stop accepting only once every new one listens.
@@ -219,7 +245,12 @@ class Supervisor:
             await self._terminate(new)
             return
         self.log(f"reload: new worker(s) {', '.join(map(str, new))}")
-        await self._terminate(old)
+        # Not awaited: their sessions may take the whole grace, and meanwhile
+        # this loop must go on restarting and reloading.
+        for pid, proc in old.items():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGUSR2)
+            self.retiring[pid] = proc
 
     async def _wait_ready(
         self, procs: dict[int, subprocess.Popen[bytes]], stop: asyncio.Event
@@ -257,8 +288,10 @@ class Supervisor:
 
     async def _stop_all(self) -> None:
         self.log("stopping: waiting for the workers to finish their sessions")
-        await self._terminate(self.workers)
-        self.workers = {}
+        if self.close_listeners is not None:
+            self.close_listeners()
+        await self._terminate({**self.retiring, **self.workers})
+        self.workers, self.retiring = {}, {}
 
 
 def worker_command(config_file: str | None) -> list[str]:

@@ -2,8 +2,11 @@
 
 Owns the life of a worker: start the routing snapshot (database, else the
 disk copy, else none: then RCPT answers 451), open the spool, listen, and on
-SIGTERM stop accepting, let sessions finish (``shutdown_grace``), flush the
-snapshot cache and exit. SIGHUP asks the snapshot holder to check for changes
+SIGTERM stop accepting, let sessions finish their transaction
+(``shutdown_grace``; a session between transactions hears 421 at once), flush
+the snapshot cache and exit. SIGUSR2 (the supervisor's reload) is the gentle
+stop: new workers already listen, so sessions go on to their QUIT, with 421
+only to those still there when the grace ends. SIGHUP asks the snapshot holder to check for changes
 now; re-reading the settings is the supervisor's job (it replaces workers).
 With SRS on it also holds the SRS keys, for the RCPT check of SRS addresses.
 Started by the master (``--master-fd``), it tells the master when it listens,
@@ -45,6 +48,7 @@ class WorkerSettings:
     spool_dir: Path
     shutdown_grace: float = 30.0
     srs: SrsSettings | None = None  # None: SRS off
+    listen_fds: tuple[int, ...] = ()  # sockets from the master; empty: bind endpoints
     srs_cache_path: Path | None = None
 
 
@@ -160,8 +164,16 @@ async def run_worker(settings: WorkerSettings, master_fd: int | None = None) -> 
         if keys is not None:
             keys.wake()
 
+    draining = False
+
+    def drain() -> None:
+        nonlocal draining
+        draining = True
+        stop.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGUSR2, drain)
     loop.add_signal_handler(signal.SIGHUP, wake)
     # Both at once: with the database down each waits for its connect timeout.
     await asyncio.gather(holder.start(), *([keys.start()] if keys is not None else []))
@@ -203,6 +215,7 @@ async def run_worker(settings: WorkerSettings, master_fd: int | None = None) -> 
     listener = Listener(
         settings.endpoints,
         new_session,
+        inherited=settings.listen_fds,
         hostname=settings.session.hostname,
         per_client_limit=settings.per_client_limit,
         log=log,
@@ -220,8 +233,11 @@ async def run_worker(settings: WorkerSettings, master_fd: int | None = None) -> 
         if master is not None:
             master.ready()
         await stop.wait()
-        log.line("master", "terminating on signal: closing the listeners, finishing sessions")
-        await listener.shutdown(settings.shutdown_grace)
+        if draining:
+            log.line("master", "replaced by new workers: closing the listeners, sessions go on")
+        else:
+            log.line("master", "terminating on signal: closing the listeners, finishing sessions")
+        await listener.shutdown(settings.shutdown_grace, drain=draining)
     finally:
         await holder.stop()
         if keys is not None:

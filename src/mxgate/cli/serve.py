@@ -7,6 +7,7 @@ import os
 import ssl
 import sys
 from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,9 +15,10 @@ import typer
 
 from mxgate.app import database, master_settings, worker_settings
 from mxgate.cli.common import ConfigOption, fail, settings
-from mxgate.config import ConfigError, load_config
+from mxgate.config import ConfigError, load_config, split_endpoint
 from mxgate.maillog import configure_diagnostics
 from mxgate.master import run_master
+from mxgate.sockets import ListenSockets
 from mxgate.spool import Spool, SpoolError
 from mxgate.supervisor import Supervisor, default_worker_count, worker_command
 from mxgate.worker import worker_main
@@ -67,12 +69,30 @@ def serve(config: ConfigOption = None) -> None:
                 worker_settings(fresh, dsn)
             except (ConfigError, OSError, ssl.SSLError) as exc:
                 return str(exc)
+            if tuple(fresh.listen) != tuple(cfg.listen):
+                # The sockets are the master's (sockets.py): opened once.
+                return "listen changed: restart mxgate serve to listen elsewhere"
             return None
 
         count = cfg.workers or default_worker_count()
+        try:
+            sockets = ListenSockets([split_endpoint(item) for item in cfg.listen], count)
+        except OSError as exc:
+            fail(f"fatal: cannot listen: {exc}")
         _say(f"SMTP on {', '.join(cfg.listen)} with {count} worker(s); queue in {cfg.spool_dir}")
-        supervisor = Supervisor(worker_command(None), count, env, _say, check_reload=check_reload)
-        code = _run(run_master(master_settings(cfg, dsn), supervisor))
+        supervisor = Supervisor(
+            worker_command(None),
+            count,
+            env,
+            _say,
+            check_reload=check_reload,
+            listen_fds=sockets.fds,
+            close_listeners=sockets.close,
+        )
+        try:
+            code = _run(run_master(master_settings(cfg, dsn), supervisor))
+        finally:
+            sockets.close()
     raise typer.Exit(code)
 
 
@@ -82,7 +102,17 @@ MasterFdOption = Annotated[
 ]
 
 
-def worker(config: ConfigOption = None, master_fd: MasterFdOption = None) -> None:
+ListenFdOption = Annotated[
+    list[int] | None,
+    typer.Option("--listen-fd", hidden=True, help="A listening socket opened by serve."),
+]
+
+
+def worker(
+    config: ConfigOption = None,
+    master_fd: MasterFdOption = None,
+    listen_fd: ListenFdOption = None,
+) -> None:
     """One SMTP worker process (started by serve; not for direct use)."""
     loaded = settings(config)
     if not loaded.config.database_url:
@@ -92,4 +122,6 @@ def worker(config: ConfigOption = None, master_fd: MasterFdOption = None) -> Non
         ws = worker_settings(loaded.config, loaded.config.database_url)
     except (OSError, ssl.SSLError) as exc:
         fail(f"cannot load the TLS certificate or key: {exc}")
+    if listen_fd:
+        ws = replace(ws, listen_fds=tuple(listen_fd))
     raise typer.Exit(worker_main(ws, master_fd))

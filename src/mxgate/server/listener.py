@@ -1,7 +1,8 @@
 """The listening sockets of one worker process and the sessions they accept.
 
-Owns accepting connections (SO_REUSEPORT, so several worker processes share a
-port and the kernel spreads clients across them), the per-client connection
+Owns accepting connections (on sockets the master opened, see sockets.py, or
+on its own; SO_REUSEPORT either way, so several worker processes share a port
+and the kernel spreads clients across them), the per-client connection
 cap, the registry of live sessions, and the shutdown order: stop accepting,
 tell every session to end (those between transactions say 421 and hang up,
 the others finish their transaction first), wait for the sessions, then cut
@@ -19,6 +20,7 @@ from collections.abc import Callable
 
 from mxgate.maillog import MailLog, client_label
 from mxgate.server.session import Session
+from mxgate.sockets import BACKLOG
 
 SessionFactory = Callable[[], Session]
 
@@ -34,8 +36,12 @@ class Listener:
         hostname: str,
         per_client_limit: int,
         log: MailLog,
+        inherited: tuple[int, ...] = (),
     ) -> None:
+        """``inherited``: listening sockets from the master (sockets.py), used
+        instead of binding ``endpoints``."""
         self.endpoints = endpoints
+        self.inherited = inherited
         self.new_session = new_session
         self.hostname = hostname
         self.per_client_limit = per_client_limit
@@ -47,6 +53,13 @@ class Listener:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        for fd in self.inherited:
+            sock = socket.socket(fileno=fd)
+            # The backlog again: create_server listens anew, with 100 by default.
+            server = await loop.create_server(self._protocol, sock=sock, backlog=BACKLOG)
+            self.servers.append(server)
+        if self.inherited:
+            return
         for host, port in self.endpoints:
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             server = await loop.create_server(
@@ -55,7 +68,7 @@ class Listener:
                 port=port,
                 family=family,
                 reuse_port=True,
-                backlog=1024,
+                backlog=BACKLOG,
             )
             self.servers.append(server)
 
@@ -105,14 +118,17 @@ class Listener:
         if not self.per_client[ip]:
             del self.per_client[ip]
 
-    async def shutdown(self, grace: float) -> None:
+    async def shutdown(self, grace: float, *, drain: bool = False) -> None:
         """Stop accepting, ask the sessions to end, wait up to ``grace`` seconds
-        for them, then cut them (with a 421)."""
+        for them, then cut them (with a 421). ``drain``: other workers took
+        over (a reload), so sessions are not asked to end: they go on to their
+        QUIT, and only those left at the end of the grace are cut."""
         for server in self.servers:
             server.close()
-        self.closing = True
-        for session in list(self.sessions):
-            session.shutdown()
+        self.closing = not drain
+        if not drain:
+            for session in list(self.sessions):
+                session.shutdown()
         if self.sessions:
             waiting = {session.done for session in self.sessions}
             _done, pending = await asyncio.wait(waiting, timeout=grace)
