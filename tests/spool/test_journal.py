@@ -505,3 +505,44 @@ def test_an_fdatasync_the_helper_reports_failed_fails_the_batch(tmp_path: Path) 
         os.close(write_end)
     # The frames may be complete on disk, but they are listed as never to deliver.
     assert read_done(tmp_path / ("SEG00000" + DONE_SUFFIX)) == {"P0000001", "P0000002"}
+
+
+def test_after_a_rotation_the_helper_syncs_the_new_segment(tmp_path: Path) -> None:
+    """A new segment's descriptor usually gets the old one's number; the helper
+    must be given it all the same. Here the second segment's descriptor is a
+    pipe put on the first one's number: fdatasync on it fails, where a helper
+    still holding the first file would report success for a batch it never
+    made durable."""
+
+    class Rotating(JournalWriter):
+        reused = -1
+
+        @property
+        def fileno(self) -> int:
+            return self.reused if self.reused >= 0 else self._fd
+
+    names = iter(f"SEG{n:05d}" for n in range(100))
+    writer = Rotating(tmp_path, lambda: next(names))
+    committer = JournalCommitter(writer, helper=True)
+    read_end, write_end = os.pipe()
+
+    async def run() -> None:
+        await _commit_many(committer, ["R0000001", "R0000002"])
+        first = writer.fileno
+        writer.abandon()  # the next commit opens SEG00001
+        os.dup2(read_end, first)  # the old number, now something else
+        writer.reused = first
+        try:
+            with pytest.raises(SpoolError, match="fdatasync"):
+                await _commit_many(committer, ["R0000003", "R0000004"])
+        finally:
+            os.close(first)
+            writer.reused = -1
+        committer.close()
+
+    try:
+        asyncio.run(run())
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    assert read_done(tmp_path / ("SEG00001" + DONE_SUFFIX)) == {"R0000003", "R0000004"}

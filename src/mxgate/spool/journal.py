@@ -512,7 +512,7 @@ class JournalCommitter:
             self._syncing = True
             self._synced(batch, name, end, err)
             return True
-        if not self._helper.request(self.writer.fileno, self._helper_replied):
+        if not self._helper.request(self.writer.fileno, name, self._helper_replied):
             self._drop_helper()
             return False
         self._syncing = True

@@ -44,7 +44,7 @@ class SyncHelper:
         self.sock = sock
         self.proc = proc
         self._reply: Reply | None = None
-        self._sent_fd = -1
+        self._sent_segment: str | None = None  # whose descriptor the helper holds
         loop.add_reader(sock.fileno(), self._readable)
 
     @classmethod
@@ -72,14 +72,19 @@ class SyncHelper:
     def busy(self) -> bool:
         return self._reply is not None
 
-    def request(self, fd: int, reply: Reply) -> bool:
-        """Ask for ``fdatasync(fd)``; ``reply(None | OSError)`` runs on the loop
-        when it is done. False when the helper cannot take it (use another way)."""
+    def request(self, fd: int, segment: str, reply: Reply) -> bool:
+        """Ask for ``fdatasync(fd)``, ``fd`` being segment ``segment``'s;
+        ``reply(None | OSError)`` runs on the loop when it is done. False when
+        the helper cannot take it (use another way).
+
+        The descriptor goes along whenever the segment changed, by name: a new
+        segment's descriptor usually has the old one's number (the lowest free
+        one), and the helper must not go on syncing the old file."""
         assert self._reply is None, "one request at a time"
         try:
-            if fd != self._sent_fd:
+            if segment != self._sent_segment:
                 socket.send_fds(self.sock, [b"S"], [fd])
-                self._sent_fd = fd
+                self._sent_segment = segment
             else:
                 self.sock.send(b"S")
         except OSError:
