@@ -236,8 +236,9 @@ class Supervisor:
         for slot in range(self.count):
             self._spawn(slot)
         new = self.workers
-        # The new workers bind beside the old ones (SO_REUSEPORT); the old ones
-        # stop accepting only once every new one listens.
+        # The new workers accept beside the old ones (each slot's socket is
+        # shared with its predecessor); the old ones stop accepting only once
+        # every new one listens.
         problem = await self._wait_ready(new, stop)
         if problem is not None:
             self.log(f"warning: reload failed, keeping the running workers: {problem}")

@@ -178,13 +178,10 @@ class JournalWriter:
         directory: Path,
         new_name: Callable[[], str],
         limit: int = SEGMENT_LIMIT,
-        *,
-        preallocate: bool = True,
     ) -> None:
         self.directory = directory
         self._new_name = new_name
         self.limit = limit
-        self.preallocate = preallocate
         self.name: str | None = None
         self._fd = -1
         self.size = 0
@@ -193,8 +190,7 @@ class JournalWriter:
         self._preparing: threading.Thread | None = None
         self._spare_lock = threading.Lock()
         self._closed = False
-        if preallocate:
-            remove_stale_spares(directory)
+        remove_stale_spares(directory)
 
     def _open(self) -> None:
         name = self._new_name()
@@ -218,7 +214,7 @@ class JournalWriter:
     def prepare_spare(self) -> None:
         """Start zero-filling the next segment's file, unless one is ready or
         being made (a background thread; failures only mean no spare)."""
-        if not self.preallocate or self._closed:
+        if self._closed:
             return
         with self._spare_lock:
             if self._spare is not None or self._preparing is not None:
@@ -578,13 +574,15 @@ class JournalCommitter:
 
     def close(self) -> None:
         """Seal the current segment (no frame will follow) and stop the thread."""
+        if self._helper is not None:
+            # The batch in flight is answered first; what follows it goes to
+            # the thread, which is stopped after running it.
+            self.use_helper = False
+            self._helper.wait(timeout=30)
+            self._drop_helper()
         if self._thread is not None:
             self._thread.stop()
             self._thread = None
-        if self._helper is not None:
-            self.use_helper = False  # what follows the batch in flight: the thread
-            self._helper.wait(timeout=30)  # a batch in flight is answered first
-            self._drop_helper()
         name, end = self.writer.name, self.writer.size
         self.writer.abandon()
         self.writer.discard_spare()
