@@ -17,6 +17,7 @@ Tests talk to loopback only.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import re
 import signal
@@ -215,6 +216,10 @@ class Gateway:
                 worker.kill()
         process.wait(10)
         wait_gone(workers, 10)
+        # A killed process shows as a zombie as soon as its main thread is gone,
+        # but its files (the spool's flock) stay open until its last thread has
+        # left the kernel (one may be inside an fdatasync): wait for that too.
+        assert wait_unlocked(self.spool_dir / "lock", 30), "the spool lock outlived kill -9"
 
     def close(self) -> None:
         """Make sure nothing of ours keeps running (teardown after a failure)."""
@@ -322,6 +327,24 @@ def wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Pr
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.02)
+
+
+def wait_unlocked(lock: Path, timeout: float) -> bool:
+    """Wait until nobody holds the flock on ``lock``; False after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.02)
+            else:
+                return True
+    finally:
+        os.close(fd)  # also lets go of the lock
 
 
 def _running(process: psutil.Process) -> bool:

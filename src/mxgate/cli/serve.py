@@ -6,6 +6,7 @@ import asyncio
 import os
 import ssl
 import sys
+import time
 from collections.abc import Coroutine
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from mxgate.config import ConfigError, load_config, split_endpoint
 from mxgate.maillog import configure_diagnostics
 from mxgate.master import run_master
 from mxgate.sockets import ListenSockets
-from mxgate.spool import Spool, SpoolError
+from mxgate.spool import RecoveryReport, Spool, SpoolBusyError, SpoolError
 from mxgate.supervisor import Supervisor, default_worker_count, worker_command
 from mxgate.worker import worker_main
 
@@ -37,6 +38,30 @@ def _say(text: str) -> None:
     print(f"mxgate: {text}", file=sys.stderr, flush=True)
 
 
+# A gateway killed just before (kill -9, then a restart by systemd or by hand)
+# holds the spool lock until its last thread has left the kernel: one stuck
+# in an fdatasync can take seconds. Wait that long before calling it busy.
+SPOOL_LOCK_PATIENCE = 15.0
+
+
+def _recover(spool_dir: Path) -> RecoveryReport:
+    deadline = time.monotonic() + SPOOL_LOCK_PATIENCE
+    said = False
+    while True:
+        try:
+            with Spool(spool_dir) as spool:
+                return spool.recover()
+        except SpoolBusyError as exc:
+            if time.monotonic() > deadline:
+                fail(f"cannot open the spool {spool_dir}: {exc}")
+            if not said:
+                _say(f"spool {spool_dir} is in use; waiting for it to be released")
+                said = True
+            time.sleep(0.2)
+        except SpoolError as exc:
+            fail(f"cannot open the spool {spool_dir}: {exc}")
+
+
 def serve(config: ConfigOption = None) -> None:
     """Run the gateway (embedded database with example data when none is configured)."""
     loaded = settings(config)
@@ -48,11 +73,7 @@ def serve(config: ConfigOption = None) -> None:
         fail(f"cannot load the TLS certificate or key: {exc}")
     if not cfg.postmaster:
         _say("warning: postmaster is not set: mail to postmaster gets 451 4.3.5 until it is")
-    try:
-        with Spool(Path(cfg.spool_dir)) as spool:
-            report = spool.recover()
-    except SpoolError as exc:
-        fail(f"cannot open the spool {cfg.spool_dir}: {exc}")
+    report = _recover(Path(cfg.spool_dir))
     _say(
         f"spool {cfg.spool_dir}: {report.messages} message(s) queued, "
         f"{len(report.requeued)} returned from active/ or the journal, "
