@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import pytest
+
 from mxgate.delivery import Courier, PoolConfig, StaticResolver, Status
 
 from .peers import Gauge, PeerScript, ScriptedPeer
@@ -18,7 +20,7 @@ async def send(courier: Courier, port: int, *addresses: str) -> Results:
     return await courier.deliver(route(f"smtp:[127.0.0.1]:{port}"), envelope(rcpts), rcpts, body())
 
 
-def test_two_messages_one_connection_with_rset_between() -> None:
+def test_two_messages_one_connection() -> None:
     async def scenario() -> tuple[ScriptedPeer, Results, Results, Courier]:
         async with ScriptedPeer() as peer:
             courier = Courier(config(), NO_DNS)
@@ -32,7 +34,8 @@ def test_two_messages_one_connection_with_rset_between() -> None:
     assert second["b@d.test"].status is Status.DELIVERED
     assert peer.accepts == 1 and len(peer.messages) == 2
     verbs = [c.split()[0] for c in peer.sessions[0].commands]
-    assert verbs == ["EHLO", "MAIL", "RCPT", "DATA", "RSET", "MAIL", "RCPT", "DATA", "QUIT"]
+    # No RSET between them: the transaction ended with the dot (RFC 5321 4.1.1.4).
+    assert verbs == ["EHLO", "MAIL", "RCPT", "DATA", "MAIL", "RCPT", "DATA", "QUIT"]
     assert (courier.pool.opened, courier.pool.reused) == (1, 1)
     # Reused: no DNS, connect or EHLO in the second attempt's setup time.
     assert second["b@d.test"].timing.setup < first["a@d.test"].timing.setup + 0.5
@@ -68,13 +71,18 @@ def test_reuse_count_limit() -> None:
     assert [len(s.messages) for s in peer.sessions] == [2, 2, 1]
 
 
-def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
+@pytest.mark.parametrize("noticed", [True, False], ids=["eof-seen", "eof-not-seen-yet"])
+def test_a_connection_the_server_closed_while_idle_is_replaced(noticed: bool) -> None:
+    """Seen closed in the pool, or only when the reused session's MAIL finds
+    the connection gone: either way a new connection delivers."""
+
     async def scenario() -> tuple[ScriptedPeer, Results]:
         async with ScriptedPeer() as peer:
             courier = Courier(config(), NO_DNS)
             await send(courier, peer.port, "a@d.test")
             peer.drop_all()
-            await asyncio.sleep(0.05)
+            if noticed:
+                await asyncio.sleep(0.05)
             second = await send(courier, peer.port, "b@d.test")
             await courier.close()
             return peer, second
@@ -82,6 +90,39 @@ def test_a_connection_the_server_closed_while_idle_is_replaced() -> None:
     peer, second = run(scenario())
     assert second["b@d.test"].status is Status.DELIVERED
     assert peer.accepts == 2
+
+
+def test_a_reused_connection_that_answers_421_is_replaced() -> None:
+    """The server timed the idle connection out just as we reused it: its
+    421 fails the reused session before the body; a new one delivers."""
+    said: list[str] = []
+
+    def mail(_arg: str) -> str:
+        said.append("421 4.4.2 peer.test Error: timeout exceeded" if len(said) == 1 else "250 Ok")
+        return said[-1]
+
+    async def scenario() -> tuple[ScriptedPeer, Results]:
+        async with ScriptedPeer(PeerScript(mail=mail)) as peer:
+            courier = Courier(config(), NO_DNS)
+            await send(courier, peer.port, "a@d.test")
+            second = await send(courier, peer.port, "b@d.test")
+            await courier.close()
+            return peer, second
+
+    peer, second = run(scenario())
+    assert second["b@d.test"].status is Status.DELIVERED
+    assert peer.accepts == 2
+    # This peer went on after its 421 (a real one hangs up): the pipelined
+    # DATA got a 354, which the client ends with an empty message.
+    assert [(m.rcpts, bool(m.data)) for m in peer.sessions[1].messages] == [(["b@d.test"], True)]
+    assert all(not m.data for m in peer.sessions[0].messages[1:])
+    assert [c.split()[0] for c in peer.sessions[0].commands][:5] == [
+        "EHLO",
+        "MAIL",
+        "RCPT",
+        "DATA",
+        "MAIL",
+    ]
 
 
 def test_per_destination_concurrency_cap() -> None:

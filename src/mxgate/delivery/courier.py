@@ -162,11 +162,14 @@ class _Attempt:
         """Deliver ``pending`` over the leased session or new ones; whatever
         session is left (even when cancelled) goes back to the lease, and
         the pool keeps it only if it is still usable."""
+        # A reused session goes straight on with MAIL, with no RSET to check it
+        # first (Postfix sends one): it was idle for at most the pool's
+        # idle_timeout, and a server that dropped it or answers 421 meanwhile
+        # fails it before the body, which sends us to a new connection below,
+        # as a failed RSET would. Under load that saves a round trip and a
+        # fifth of the queue manager's writes per message.
         session = lease.session
         try:
-            if session is not None and not await session.reset():
-                await session.close(quit=False)
-                session = None
             candidates: list[Candidate] | None = None
             index = 0
             while self.pending:

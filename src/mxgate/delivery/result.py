@@ -120,8 +120,8 @@ _STAGES = {
 
 
 def stage_of(command: Command | None) -> Stage:
-    """The outcome's stage for what the client awaited. RSET (before reusing
-    a connection) and the rest come right before MAIL FROM."""
+    """The outcome's stage for what the client awaited; commands outside
+    the table (RSET, NOOP) come right before MAIL FROM."""
     return _STAGES.get(command, Stage.MAIL) if command is not None else Stage.GREETING
 
 

@@ -472,18 +472,6 @@ class Session:
         except (OSError, SpoolError) as err:
             raise _BodyError(str(err)) from None
 
-    async def reset(self) -> bool:
-        """RSET before reusing the connection: True when it answered 250."""
-        if not self.usable:
-            return False
-        self.conn.rset()
-        try:
-            event = await self._next_event()
-        except (TimeoutError, OSError, RemoteProtocolError):
-            self.broken = connection_lost(self.host, self.address, stage_of(Command.RSET))
-            return False
-        return isinstance(event, Response) and event.reply.code == 250
-
     async def close(self, *, quit: bool = True) -> None:
         """QUIT (waiting briefly for its reply) and close the socket. No QUIT
         while a reply is outstanding: that conversation is broken anyway."""
