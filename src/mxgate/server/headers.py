@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from functools import lru_cache
 
 # A header line longer than this is not worth scanning further (RFC 5322's 998
 # limit is routinely broken, but not by this much).
@@ -34,7 +35,7 @@ def received_header(
     the other recipients of a message are not disclosed.
     """
     host, _, ip = client.partition("[")
-    stamp = format_datetime(datetime.fromtimestamp(now, UTC))
+    stamp = _stamp(int(now))
     lines = [
         f"Received: from {helo} ({host} [{ip})",
         f"\tby {by} (mxgate) with {protocol} id {queue_id}",
@@ -44,6 +45,13 @@ def received_header(
     else:
         lines[-1] += f"; {stamp}"
     return ("\r\n".join(lines) + "\r\n").encode("utf-8", "replace")
+
+
+@lru_cache(maxsize=4)
+def _stamp(second: int) -> str:
+    # Every message of the same second shares it: formatting one costs as
+    # much as the rest of the header.
+    return format_datetime(datetime.fromtimestamp(second, UTC))
 
 
 class HeaderScanner:
