@@ -280,7 +280,8 @@ def test_the_original_is_returned_whole() -> None:
     [
         ("failure", "Undelivered Mail Returned to Sender", "failed", ["bob", "carol"],
          "Undelivered Message"),
-        ("delay", "Delayed Mail (still being retried)", "delayed", ["dave"], "Undelivered Message"),
+        ("delay", "Delayed Mail (still being retried)", "delayed", ["dave"],
+         "Undelivered Message Headers"),
         ("success", "Successful Mail Delivery Report", "delivered", ["erin"], "Message"),
         ("relayed", "Successful Mail Delivery Report", "relayed", ["erin"], "Message"),
     ],

@@ -68,7 +68,11 @@ class Clock:
 
 
 def manager(
-    spool: Spool, data: Callable[[], RoutingData | None], clock: Clock, log: io.StringIO
+    spool: Spool,
+    data: Callable[[], RoutingData | None],
+    clock: Clock,
+    log: io.StringIO,
+    retry: RetryPolicy | None = None,
 ) -> QueueManager:
     courier = Courier(CourierConfig(helo_name="mx.test.example"), StaticResolver())
     return QueueManager(
@@ -79,7 +83,7 @@ def manager(
         MailLog("mx.test.example", log),
         SchedulerSettings(
             bounce=BounceSettings(hostname="mx.test.example", postmaster="postmaster@ops.example"),
-            retry=RetryPolicy(),
+            retry=retry or RetryPolicy(),
             incoming_poll=0.05,
         ),
         clock=clock,
@@ -344,5 +348,85 @@ def test_expiry_bounces_after_maximal_queue_lifetime(tmp_path: Path) -> None:
             assert bounce.mail_from.startswith("FROM:<>")
             assert b"Action: failed" in bounce.data
             assert b"450 4.2.0 busy" in bounce.data
+
+    asyncio.run(run())
+
+
+def test_delay_warning_once_when_delay_warning_time_is_set(tmp_path: Path) -> None:
+    """Postfix's delay_warning_time: after 4 h in the queue the sender hears,
+    once, which recipients are still being retried (headers only); a
+    recipient with NOTIFY=FAILURE is not listed; retries go on."""
+
+    async def run() -> None:
+        script = PeerScript(rcpt=lambda arg: "451 4.3.0 try later")
+        async with ScriptedPeer(script) as peer:
+            log = io.StringIO()
+            arrival = 1e9
+            clock = Clock(arrival + 10)
+            retry = RetryPolicy(delay_warning_time=4 * 3600)
+            with Spool(tmp_path / "spool") as spool:
+                qid = enqueue(
+                    spool,
+                    "s@example.org",
+                    [
+                        Recipient("a@example.com", "a@example.com"),
+                        Recipient(
+                            "b@example.com", "b@example.com", notify=frozenset({Notify.FAILURE})
+                        ),
+                    ],
+                    arrival,
+                )
+                qm = manager(spool, lambda: snapshot(peer.port), clock, log, retry)
+                await settle(qm, spool)  # too young for a warning
+                assert "delay notification" not in log.getvalue()
+                assert not spool.load(qid).envelope.delay_warned
+                for _ in range(2):  # two retries after the 4 hours: one warning
+                    clock.now += 4 * 3600
+                    qm.wake()
+                    await settle(qm, spool)
+                    await settle(qm, spool)  # the warning itself goes out (deferred too)
+                kept = spool.load(qid)
+                assert kept.queue is Queue.DEFERRED and kept.envelope.delay_warned
+                assert log.getvalue().count(f"{qid}: sender delay notification: ") == 1
+                messages = [spool.load(entry.queue_id) for entry in spool.list_all()]
+                warnings = [m for m in messages if m.envelope.sender == ""]
+                assert len(warnings) == 1
+                [warning] = warnings
+                assert [r.address for r in warning.envelope.recipients] == ["s@example.org"]
+                with spool.open_body(warning.envelope.queue_id) as body:
+                    report = email.message_from_bytes(body.read(), policy=email.policy.default)
+            assert report["Subject"] == "Delayed Mail (still being retried)"
+            [status] = [
+                p for p in report.walk() if p.get_content_type() == "message/delivery-status"
+            ]
+            text = bytes(status).decode()
+            assert "Final-Recipient: rfc822; a@example.com" in text
+            assert "b@example.com" not in text  # NOTIFY=FAILURE: no delay warning
+            assert "Action: delayed" in text and "Will-Retry-Until: " in text
+            returned = [p.get_content_type() for p in report.walk()][-1]
+            assert returned == "text/rfc822-headers"  # the headers, not the message
+
+    asyncio.run(run())
+
+
+def test_no_delay_warning_by_default_or_for_the_null_sender(tmp_path: Path) -> None:
+    async def run() -> None:
+        script = PeerScript(rcpt=lambda arg: "451 4.3.0 try later")
+        async with ScriptedPeer(script) as peer:
+            log = io.StringIO()
+            clock = Clock(1e9 + 86400)
+            with Spool(tmp_path / "spool") as spool:
+                plain = enqueue(
+                    spool, "s@example.org", [Recipient("a@example.com", "a@example.com")]
+                )
+                qm = manager(spool, lambda: snapshot(peer.port), clock, log)
+                await settle(qm, spool)
+                assert not spool.load(plain).envelope.delay_warned  # 0: never (Postfix)
+                bounce = enqueue(spool, "", [Recipient("b@example.com", "b@example.com")])
+                warned = RetryPolicy(delay_warning_time=3600)
+                qm = manager(spool, lambda: snapshot(peer.port), clock, log, warned)
+                await settle(qm, spool)
+                assert spool.load(bounce).envelope.delay_warned  # settled, silently
+            assert "delay notification" not in log.getvalue()
 
     asyncio.run(run())

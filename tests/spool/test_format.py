@@ -35,6 +35,14 @@ def test_round_trip() -> None:
     assert decode(encode(original)) == original
 
 
+def test_the_delay_warning_flag_round_trips_and_is_written_only_once_set() -> None:
+    plain = record()
+    warned = record(replace(plain.envelope, delay_warned=True))
+    assert decode(encode(warned)).envelope.delay_warned is True
+    assert b'"delay_warned"' not in encode(plain)  # records as before the flag existed
+    assert decode(encode(plain)).envelope.delay_warned is False
+
+
 def test_round_trip_null_sender_unicode_and_states() -> None:
     env = Envelope(
         queue_id="ABCDEF123456",

@@ -229,7 +229,9 @@ def compose_bounce(
 
     utf8 = envelope.smtputf8
     rows = [(rcpt, diagnose(rcpt)) for rcpt in failed]
-    returned = _returned(envelope, original, size_limit)
+    # A delay warning returns the headers only (Postfix: "a copy of the message
+    # headers of mail that is still queued"): the message is not given up.
+    returned = _returned(envelope, original, size_limit, headers_only=kind == "delay")
 
     notification = _notification(
         envelope, rows, kind, reporting_mta, now, postmaster_copy, postmaster,
@@ -422,14 +424,14 @@ def _address_field(address: str) -> str:
 
 
 def _returned(
-    envelope: Envelope, original: bytes | None, size_limit: int
+    envelope: Envelope, original: bytes | None, size_limit: int, *, headers_only: bool = False
 ) -> tuple[bool, bytes] | None:
     """(headers only?, content) for the third part, None to leave it out."""
     if original is None:
         return None
     message = _LINE_END.sub(b"\r\n", original)
     too_big = len(original) > size_limit or envelope.size > size_limit
-    if envelope.ret is DsnRet.HDRS or too_big:
+    if headers_only or envelope.ret is DsnRet.HDRS or too_big:
         return True, _headers(message, size_limit)
     if message and not message.endswith(b"\r\n"):
         message += b"\r\n"

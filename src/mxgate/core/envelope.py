@@ -101,6 +101,8 @@ class Envelope:
     smtputf8:        the client used SMTPUTF8 (RFC 6531)
     ret, envid:      DSN RET= and ENVID= of MAIL FROM (RFC 3461), None when absent
     recipients:      the final recipients, one per final address
+    delay_warned:    the delay warning (delay_warning_time) is behind us: sent,
+                     or found not wanted; never sent twice
     """
 
     queue_id: str
@@ -115,6 +117,7 @@ class Envelope:
     smtputf8: bool = False
     ret: DsnRet | None = None
     envid: str | None = None
+    delay_warned: bool = False
 
     def __post_init__(self) -> None:
         # Final recipients are de-duplicated per message (SPEC section 4), and

@@ -47,9 +47,11 @@ async def enqueue_bounce(
     now: float,
     *,
     kind: Kind = "failure",
+    will_retry_until: float | None = None,
 ) -> str:
     """Compose the DSN of ``kind`` for ``failed`` (the recipients it reports)
-    to ``target`` and commit it; its queue id."""
+    to ``target`` and commit it; its queue id. ``will_retry_until``: for a
+    delay warning, when the message expires."""
     postmaster_copy = target != envelope.sender
     writer = spool.begin()
     bounce = compose_bounce(
@@ -62,6 +64,7 @@ async def enqueue_bounce(
         postmaster_copy=postmaster_copy,
         postmaster=settings.postmaster or None,
         kind=kind,
+        will_retry_until=will_retry_until,
     )
     try:
         writer.write(bounce.data)

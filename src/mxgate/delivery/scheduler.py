@@ -7,7 +7,8 @@ since is used at once), hand each next hop its recipients through the courier,
 record every recipient's outcome (delivered, deferred until ``core.retry``
 says, or bounced), queue one DSN per pass for the recipients that failed (and
 a "relayed" one for those that asked for NOTIFY=SUCCESS and went to a next
-hop that does not take DSN parameters, RFC 3461 5.2.2), and finally remove
+hop that does not take DSN parameters, RFC 3461 5.2.2; and, once per message
+when ``delay_warning_time`` is set, a "delayed" one), and finally remove
 the message or put it back in ``deferred/``. A copy forwarded to an outside
 address leaves with its envelope sender rewritten by SRS (``core.srs_policy``
 decides; a ``srs: from=<...> rewritten=<...>`` line names both senders);
@@ -36,7 +37,7 @@ from mxgate.core.dsn import bounce_target, recipients_to_report
 from mxgate.core.envelope import Envelope, Recipient, RecipientState
 from mxgate.core.outcome import Deferred, apply
 from mxgate.core.reply import Reply
-from mxgate.core.retry import RetryPolicy, next_attempt
+from mxgate.core.retry import RetryPolicy, delay_warning_due, next_attempt, will_retry_until
 from mxgate.core.routing import RoutingPolicy, resolve_route
 from mxgate.core.snapshot import RoutingData
 from mxgate.core.srs_keys import SrsContext
@@ -272,6 +273,11 @@ class QueueManager:
             await self._bounce(after, newly_bounced)
         if relayed:
             await self._report_relayed(after, relayed)
+        policy = self.settings.retry
+        if not after.is_done and delay_warning_due(
+            after.arrival, self.clock(), policy.delay_warning_time, after.delay_warned
+        ):
+            after = await self._warn_delayed(after)
         await self._finish(after)
 
     def _route(
@@ -417,6 +423,37 @@ class QueueManager:
         self.maillog.line(
             "bounce", f"{envelope.queue_id}: sender delivery status notification: {notice_id}"
         )
+
+    async def _warn_delayed(self, envelope: Envelope) -> Envelope:
+        """Postfix's delay_warning_time: once per message, the sender hears
+        which recipients are still being retried, and until when (headers
+        only). Never to the null sender; a NOTIFY without DELAY is silence.
+        Returns the envelope marked as warned, to be recorded with the pass;
+        unmarked when the notice could not be queued (tried again next pass)."""
+        delayed = recipients_to_report(envelope, "delay") if envelope.sender else ()
+        if delayed:
+            self._list_incoming = True  # the notice goes to incoming/
+            expiry = will_retry_until(envelope.arrival, self.settings.retry, is_bounce=False)
+            try:
+                notice_id = await enqueue_bounce(
+                    self.spool,
+                    envelope,
+                    delayed,
+                    envelope.sender,
+                    self.settings.bounce,
+                    self.clock(),
+                    kind="delay",
+                    will_retry_until=expiry,
+                )
+            except SpoolError as exc:
+                self.maillog.line(
+                    "bounce", f"warning: {envelope.queue_id}: cannot queue delay notice: {exc}"
+                )
+                return envelope
+            self.maillog.line(
+                "bounce", f"{envelope.queue_id}: sender delay notification: {notice_id}"
+            )
+        return replace(envelope, delay_warned=True)
 
     async def _finish(self, envelope: Envelope) -> None:
         queue_id = envelope.queue_id

@@ -92,6 +92,9 @@ def encode(record: Record) -> bytes:
                     prefix + _scalar(value) + ",\n"
                     for prefix, value in zip(_PREFIXES, values, strict=True)
                 ],
+                # Only once set: records of every other message keep the bytes
+                # they had before delay warnings existed.
+                ' "delay_warned": true,\n' if env.delay_warned else "",
                 ' "recipients": [\n',
                 ",\n".join(["  " + dumps(_encode_recipient(r)) for r in env.recipients]),
                 "\n ]\n}\n",
@@ -203,6 +206,8 @@ def _decode_document(document: object) -> Record:
         smtputf8=_bool(doc, "smtputf8"),
         ret=DsnRet(ret) if ret is not None else None,
         envid=_opt_str(doc, "envid"),
+        # Absent from records written before delay warnings existed.
+        delay_warned="delay_warned" in doc and _bool(doc, "delay_warned"),
         recipients=tuple(_decode_recipient(r) for r in _list(doc["recipients"])),
     )
     return Record(envelope, body_size=_int(body, "size"), body_sha256=_str(body, "sha256"))
