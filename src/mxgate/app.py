@@ -197,6 +197,8 @@ def session_settings(config: MxgateConfig) -> SessionSettings:
         message_size_limit=config.message_size_limit,
         smtpd_timeout=float(config.smtpd_timeout),
         hard_error_limit=config.smtpd_hard_error_limit,
+        soft_error_limit=config.smtpd_soft_error_limit,
+        error_sleep_time=float(config.smtpd_error_sleep_time),
         hopcount_limit=config.hopcount_limit,
         policy=routing_policy(config),
         tls=tls,

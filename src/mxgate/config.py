@@ -177,6 +177,7 @@ class MxgateConfig:
     smtpd_timeout: int = 300
     smtpd_hard_error_limit: int = 20
     smtpd_soft_error_limit: int = 10
+    smtpd_error_sleep_time: int = 1
     smtpd_client_connection_count_limit: int = 50
     smtpd_tls_cert_file: str = ""
     smtpd_tls_key_file: str = ""
@@ -252,6 +253,9 @@ SETTINGS: dict[str, Setting] = {
     "smtpd_timeout": Setting(parse_duration, "idle time before a client is dropped (421)"),
     "smtpd_hard_error_limit": Setting(parse_int, "errors before a client is disconnected"),
     "smtpd_soft_error_limit": Setting(parse_int, "errors before replies are delayed"),
+    "smtpd_error_sleep_time": Setting(
+        parse_duration, "reply delay past smtpd_soft_error_limit errors (0: none)"
+    ),
     "smtpd_client_connection_count_limit": Setting(parse_int, "connections per client IP"),
     "smtpd_tls_cert_file": Setting(parse_str, "PEM certificate chain; enables STARTTLS"),
     "smtpd_tls_key_file": Setting(parse_str, "PEM private key for STARTTLS"),

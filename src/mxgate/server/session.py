@@ -74,6 +74,9 @@ class SessionRegistry(Protocol):
 COMMITTING = object()
 """Session._busy while the journal commits a message (no task: a callback)."""
 
+TARPIT = object()
+"""Session._busy while replies wait out smtpd_error_sleep_time (a timer)."""
+
 
 class Session(asyncio.Protocol):
     """One connection, from greeting to close, as an asyncio protocol.
@@ -119,6 +122,7 @@ class Session(asyncio.Protocol):
         self._paused: set[str] = set()  # why reading is paused: "busy", "write"
         self._deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._tarpit_timer: asyncio.TimerHandle | None = None
         self._ended = False
         self.conn = ServerConnection(
             settings.hostname,
@@ -208,6 +212,7 @@ class Session(asyncio.Protocol):
         """Handle every event the bytes so far allow; send the replies once."""
         conn = self.conn
         out: list[bytes] = []
+        errors_before = conn.errors
         while True:
             event = conn.next_event()
             if event is NEED_DATA:
@@ -260,8 +265,43 @@ class Session(asyncio.Protocol):
                 return
             else:
                 self.counts[type(event).__name__.lower()] += 1
-        self._send(b"".join(out) + conn.data_to_send())
+        data = b"".join(out) + conn.data_to_send()
+        delay = self._error_delay(errors_before)
+        if delay and data:
+            self._tarpit(data, delay)
+            return
+        self._send(data)
         self._arm_timer()
+
+    def _error_delay(self, errors_before: int) -> float:
+        """Postfix's smtpd_error_sleep_time: a client past the soft error limit
+        (and not yet cut off by the hard one) waits that long per error reply
+        of this batch, so a dictionary attack gets a few answers a second
+        instead of thousands, pipelined or not."""
+        settings, errors = self.settings, self.conn.errors
+        soft, hard = settings.soft_error_limit, settings.hard_error_limit
+        if settings.error_sleep_time <= 0 or errors <= soft or (hard and errors >= hard):
+            return 0.0
+        return settings.error_sleep_time * max(1, errors - max(errors_before, soft))
+
+    def _tarpit(self, data: bytes, delay: float) -> None:
+        # Reading pauses meanwhile: what the client pipelines waits its turn.
+        self._pause("busy")
+        self._cancel_timer()
+        self._busy = TARPIT
+        self._tarpit_timer = self.loop.call_later(delay, self._tarpit_done, data)
+
+    def _tarpit_done(self, data: bytes) -> None:
+        self._tarpit_timer = None
+        self._busy = None
+        self._send(data)
+        if self.transport is None or self.transport.is_closing():
+            # The client gave up meanwhile (they often do): log it the usual
+            # way, "lost connection after RCPT from ...", then "disconnect".
+            self.conn.receive_data(b"")
+            self._process()
+            return
+        self._go_on()
 
     def _wait(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` (commit, TLS hand-off) with reading paused, then go on."""
@@ -305,6 +345,10 @@ class Session(asyncio.Protocol):
             return
         self._ended = True
         self._cancel_timer()
+        if self._tarpit_timer is not None:
+            self._tarpit_timer.cancel()
+            self._tarpit_timer = None
+            self._busy = None
         self._drop_transaction()
 
     # -- flow control and the idle timer -------------------------------------

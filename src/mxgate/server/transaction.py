@@ -43,6 +43,10 @@ class SessionSettings:
     hopcount_limit: int
     policy: RoutingPolicy
     tls: ssl.SSLContext | None = None
+    # Postfix's smtpd_soft_error_limit and smtpd_error_sleep_time: past that
+    # many errors, each reply waits that long (a dictionary attack slows down).
+    soft_error_limit: int = 10
+    error_sleep_time: float = 1.0
 
 
 @dataclass(slots=True)

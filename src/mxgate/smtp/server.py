@@ -116,6 +116,12 @@ class ServerConnection:
         return self._tls_active
 
     @property
+    def errors(self) -> int:
+        """Client errors so far (forgiven when a message is accepted): what
+        Postfix's smtpd_soft_error_limit and smtpd_hard_error_limit count."""
+        return self._out.errors
+
+    @property
     def want_timer(self) -> float | None:
         """Seconds of peer silence before ``timed_out()``; None: no timer."""
         if self._state is State.CLOSED or self._question is not None:
