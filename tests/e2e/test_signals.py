@@ -360,6 +360,27 @@ def test_sigterm_ends_idle_sessions_at_once(start_gateway: GatewayFactory) -> No
     assert time.monotonic() - started < 5
 
 
+def test_sigterm_while_replies_wait_out_the_error_sleep(start_gateway: GatewayFactory) -> None:
+    """A session slowed down by smtpd_error_sleep_time gets its late reply,
+    then 421, and the gateway exits cleanly."""
+    gateway = start_gateway(smtpd_soft_error_limit=1, smtpd_error_sleep_time=2)
+    workers = gateway.worker_processes()
+    need_mail = "503 5.5.1 Error: need MAIL command"
+    with gateway.raw(OUTSIDE) as client:
+        assert client.reply().code == 220
+        assert client.command("EHLO client.test").code == 250
+        assert str(client.command("RCPT TO:<james@server1.example.com>")) == need_mail
+        client.send(b"RCPT TO:<james@server1.example.com>\r\n")  # its reply waits 2 s
+        time.sleep(0.5)
+        gateway.terminate()
+        replies = [str(reply) for reply in client.replies_until_close()]
+    assert replies == [
+        need_mail,
+        f"421 4.3.2 {HOSTNAME} Service shutting down, try again later",
+    ]
+    gateway.wait_exit(workers)
+
+
 def test_sighup_lets_sessions_of_the_old_workers_run_to_their_quit(
     start_gateway: GatewayFactory,
 ) -> None:
