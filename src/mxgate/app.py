@@ -258,4 +258,5 @@ def master_settings(config: MxgateConfig, dsn: str) -> MasterSettings:
         srs=srs_settings(config),
         srs_cache_path=srs_cache_path(config),
         change_log_retention=config.change_log_retention,
+        metrics_listen=split_endpoint(config.metrics_listen) if config.metrics_listen else None,
     )

@@ -132,6 +132,14 @@ def split_endpoint(text: str) -> tuple[str, int]:
     return host, int(match.group(3))
 
 
+def parse_optional_endpoint(value: object) -> str:
+    """``host:port``, or empty for none."""
+    text = parse_str(value)
+    if text:
+        split_endpoint(text)
+    return text
+
+
 def parse_log_level(value: object) -> str:
     text = parse_str(value).lower()
     if text not in ("debug", "info", "warning", "error"):
@@ -209,6 +217,7 @@ class MxgateConfig:
     change_log_retention: int = 7 * 86400
     # Diagnostics (the mail log is always on).
     log_level: str = "info"
+    metrics_listen: str = ""
 
     @property
     def hostname(self) -> str:
@@ -297,6 +306,9 @@ SETTINGS: dict[str, Setting] = {
         parse_duration, "age after which the gateway deletes change-log entries (0: never)"
     ),
     "log_level": Setting(parse_log_level, "diagnostic log on stderr: debug, info, warning, error"),
+    "metrics_listen": Setting(
+        parse_optional_endpoint, "host:port for /metrics, /healthz, /readyz (empty: none)"
+    ),
 }
 
 _FIELD_NAMES = {f.name for f in fields(MxgateConfig)}

@@ -16,7 +16,8 @@ import contextlib
 import gc
 import os
 import signal
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mxgate.core.routing import RoutingPolicy
@@ -27,6 +28,8 @@ from mxgate.directory import SnapshotHolder, SrsKeyHolder
 from mxgate.directory.memory import fewer_young_collections
 from mxgate.directory.retention import keep_pruning
 from mxgate.maillog import MailLog
+from mxgate.metrics.counts import SmtpTotals
+from mxgate.metrics.endpoint import GatewayView, MetricsEndpoint
 from mxgate.spool import Spool
 from mxgate.supervisor import Supervisor
 
@@ -48,10 +51,24 @@ class MasterSettings:
     srs: SrsSettings | None = None  # None: SRS off
     srs_cache_path: Path | None = None
     change_log_retention: int = 0  # seconds; 0: never prune
+    metrics_listen: tuple[str, int] | None = None  # the HTTP endpoint; None: none
 
 
 async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
     log = MailLog(settings.hostname)
+    totals = SmtpTotals()
+    supervisor.on_counts = totals.take_line
+    published = [GatewayView(heartbeat=time.monotonic())]  # replaced whole, read by the endpoint
+    endpoint = None
+    if settings.metrics_listen is not None:
+        host, port = settings.metrics_listen
+        endpoint = MetricsEndpoint(host, port, settings.spool_dir, totals, lambda: published[0])
+        try:
+            endpoint.start()
+        except OSError as exc:
+            log.line("master", f"fatal: cannot listen on {host}:{port} (metrics_listen): {exc}")
+            log.flush()
+            return 1
     holder = SnapshotHolder(
         settings.dsn, cache_path=settings.cache_path, reload_interval=settings.reload_interval
     )
@@ -109,6 +126,22 @@ async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
     settings.pid_file.write_text(f"{os.getpid()}\n")
     stop = asyncio.Event()
     deliveries = asyncio.create_task(manager.run(stop))
+
+    async def publish() -> None:
+        # The endpoint's thread reads only this value; /healthz watches its age.
+        while True:
+            status = holder.status()
+            published[0] = GatewayView(
+                heartbeat=time.monotonic(),
+                workers_ready=supervisor.ready_workers(),
+                snapshot_version=status.version,
+                in_flight=len(manager.in_flight),
+                recipients=manager.outcomes.copy(),
+                stopping=stop.is_set(),
+            )
+            await asyncio.sleep(1.0)
+
+    publishing = asyncio.create_task(publish()) if endpoint is not None else None
     pruning = None
     if settings.change_log_retention > 0:
         pruning = asyncio.create_task(
@@ -123,6 +156,7 @@ async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
         code = await supervisor.run()
     finally:
         stop.set()
+        published[0] = replace(published[0], stopping=True, workers_ready=0)
         _done, pending = await asyncio.wait({deliveries}, timeout=settings.delivery_grace)
         for task in pending:
             task.cancel()
@@ -130,10 +164,12 @@ async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(deliveries, *manager.in_flight.values(), return_exceptions=True)
-        if pruning is not None:
-            pruning.cancel()
+        for task in [t for t in (pruning, publishing) if t is not None]:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await pruning
+                await task
+        if endpoint is not None:
+            endpoint.stop()
         await courier.close()
         await holder.stop()
         if keys is not None:

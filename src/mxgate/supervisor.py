@@ -18,7 +18,9 @@ is gone (kill -9), so that no orphaned worker keeps accepting beside the
 workers of a restarted master (Postfix's master status pipe, in one socket).
 Then it writes journal ticks there, ``J <segment> <offset> <sealed>`` lines
 (see spool/journal.py), which go to ``on_journal``; when a worker exits, its
-segments are handed over whole (``on_worker_gone``).
+segments are handed over whole (``on_worker_gone``). About once a second it
+also writes its SMTP counts, an ``M <json>`` line (metrics/counts.py), which
+goes to ``on_counts``.
 
 Never speaks SMTP and never reads the settings: it runs the command it is given.
 """
@@ -62,6 +64,7 @@ class Supervisor:
         self._slot: dict[int, int] = {}  # worker pid -> slot
         self.on_journal = on_journal
         self.on_worker_gone = on_worker_gone
+        self.on_counts: Callable[[bytes], object] | None = None
         self._segments: dict[int, set[str]] = {}  # journal segments per worker
         self.command = list(command)
         self.count = count
@@ -147,6 +150,8 @@ class Supervisor:
             if line == READY.strip():
                 if not ready.done():
                     ready.set_result(True)
+            elif line.startswith(b"M ") and self.on_counts is not None:
+                self.on_counts(line[2:])
             elif line.startswith(b"J ") and self.on_journal is not None:
                 parts = line.split()
                 if len(parts) == 4 and parts[2].isdigit():
@@ -158,6 +163,17 @@ class Supervisor:
                     else:
                         segments.add(name)
                     self.on_journal(name, int(parts[2]), sealed)
+
+    def ready_workers(self) -> int:
+        """Workers (reload leftovers aside) that said they listen."""
+        return sum(
+            1
+            for pid in self.workers
+            if (ready := self._ready.get(pid)) is not None
+            and ready.done()
+            and not ready.cancelled()
+            and ready.result()
+        )
 
     def _forget(self, pid: int) -> None:
         """Drop what we keep for an exited worker (its channel, its readiness),

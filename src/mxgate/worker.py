@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import socket
 import time
@@ -30,6 +31,7 @@ from mxgate.core.srs_keys import SrsContext, SrsSettings
 from mxgate.directory import SnapshotHolder, SrsKeyHolder
 from mxgate.directory.memory import fewer_young_collections
 from mxgate.maillog import MailLog
+from mxgate.metrics.counts import SmtpCounts
 from mxgate.server.listener import Listener
 from mxgate.server.session import Session
 from mxgate.server.transaction import SessionSettings
@@ -66,6 +68,7 @@ class MasterChannel:
         self._ticks: dict[str, tuple[int, bool]] = {}
         self._unsent = b""  # the rest of a line the socket took only part of
         self._waiting_writable = False
+        self._counts = b""  # the latest M line not sent yet (metrics/counts.py)
 
     def tick(self, segment: str, durable: int, sealed: bool) -> None:
         """Tell the master that ``segment`` is durable up to ``durable``."""
@@ -73,20 +76,28 @@ class MasterChannel:
         self._ticks[segment] = (durable, sealed or (previous is not None and previous[1]))
         self._send_ticks()
 
+    def counts(self, line: bytes) -> None:
+        """Send our SMTP counts (an ``M`` line; a newer one replaces one not sent)."""
+        self._counts = line
+        self._send_ticks()
+
     def _send_ticks(self) -> None:
         # What a full socket buffer did not take goes first next time: a stream
         # socket may take part of a line, and the master must see whole lines.
-        while self._unsent or self._ticks:
+        while self._unsent or self._ticks or self._counts:
             if not self._unsent:
-                segment, (durable, sealed) = self._ticks.popitem()
-                self._unsent = f"J {segment} {durable} {int(sealed)}\n".encode("ascii")
+                if self._ticks:
+                    segment, (durable, sealed) = self._ticks.popitem()
+                    self._unsent = f"J {segment} {durable} {int(sealed)}\n".encode("ascii")
+                else:
+                    self._unsent, self._counts = self._counts, b""
             try:
                 sent = self.sock.send(self._unsent)
             except BlockingIOError:
                 sent = 0
             except OSError:
                 self._ticks.clear()  # the master is gone: _readable stops us
-                self._unsent = b""
+                self._unsent = self._counts = b""
                 return
             self._unsent = self._unsent[sent:]
             if self._unsent:
@@ -117,7 +128,7 @@ class MasterChannel:
             self.sock.send(READY)
 
     def close(self) -> None:
-        if self._ticks or self._unsent:
+        if self._ticks or self._unsent or self._counts:
             # Last ticks (the sealing of our segment) must reach the master.
             self.sock.setblocking(True)
             self.sock.settimeout(5)
@@ -125,6 +136,8 @@ class MasterChannel:
                 f"J {segment} {durable} {int(sealed)}\n".encode("ascii")
                 for segment, (durable, sealed) in self._ticks.items()
             ]
+            lines.append(self._counts)
+            self._counts = b""
             with contextlib.suppress(OSError):
                 self.sock.sendall(b"".join(lines))
             self._ticks.clear()
@@ -203,6 +216,10 @@ async def run_worker(settings: WorkerSettings, master_fd: int | None = None) -> 
 
     spool.prepare_journal()
 
+    counts = SmtpCounts()
+    # The master keeps the last line per key: one key for our whole life.
+    counts_key = f"{os.getpid()}:{time.time():.6f}"
+
     def new_session() -> Session:
         return Session(
             settings.session,
@@ -210,7 +227,19 @@ async def run_worker(settings: WorkerSettings, master_fd: int | None = None) -> 
             spool,
             log,
             srs=srs_context,
+            counts=counts,
         )
+
+    async def report_counts(channel: MasterChannel) -> None:
+        # Once a second at most, and only when something changed.
+        sent = -1
+        while True:
+            if counts.changes != sent:
+                sent = counts.changes
+                channel.counts(counts.line(counts_key))
+            await asyncio.sleep(1.0)
+
+    reporting = asyncio.create_task(report_counts(master)) if master is not None else None
 
     listener = Listener(
         settings.endpoints,
@@ -239,12 +268,15 @@ async def run_worker(settings: WorkerSettings, master_fd: int | None = None) -> 
             log.line("master", "terminating on signal: closing the listeners, finishing sessions")
         await listener.shutdown(settings.shutdown_grace, drain=draining)
     finally:
+        if reporting is not None:
+            reporting.cancel()
         await holder.stop()
         if keys is not None:
             await keys.stop()
         spool.close()
         log.flush()
         if master is not None:
+            master.counts(counts.line(counts_key))  # the last sessions' too
             master.close()
     return 0
 

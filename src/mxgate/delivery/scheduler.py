@@ -30,6 +30,7 @@ import functools
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -89,6 +90,7 @@ class QueueManager:
         self.jitter = jitter
         self.srs = srs  # the SRS settings and keys at a given time; None: SRS off
         self.in_flight: dict[str, asyncio.Task[None]] = {}
+        self.outcomes: Counter[str] = Counter()  # recipient attempts by status (metrics)
         self._wake = asyncio.Event()
         self._urgent = False  # woken by an operator or a full window: no rescan_gap
         self._deferred_scan_at = 0.0
@@ -349,6 +351,7 @@ class QueueManager:
         now: float,
     ) -> None:
         status = _LOGGED_STATUS[recipient.state]
+        self.outcomes[status] += 1
         before_qmgr = max(0.0, claimed - envelope.arrival)
         setup, transmission = result.timing.setup, result.timing.transmission
         in_qmgr = max(0.0, now - claimed - setup - transmission)

@@ -31,6 +31,7 @@ from mxgate.core.reply import Reply
 from mxgate.core.snapshot import RoutingData
 from mxgate.core.srs_keys import SrsContext
 from mxgate.maillog import MailLog, client_label
+from mxgate.metrics.counts import SmtpCounts
 from mxgate.server.headers import received_header
 from mxgate.server.transaction import (
     BAD_SENDER,
@@ -98,6 +99,7 @@ class Session(asyncio.Protocol):
         log: MailLog,
         srs: Callable[[], SrsContext | None] | None = None,
         registry: SessionRegistry | None = None,
+        counts: SmtpCounts | None = None,
     ) -> None:
         self.srs = srs  # SRS settings, keys and time for one RCPT; None: SRS off
         self.settings = settings
@@ -105,6 +107,7 @@ class Session(asyncio.Protocol):
         self.spool = spool
         self.log = log
         self.registry = registry
+        self.worker_counts = counts  # the worker's totals, for metrics
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.client_ip = "unknown"
@@ -146,6 +149,8 @@ class Session(asyncio.Protocol):
             self._ended = True
             return
         self.log.connect(self.client)
+        if self.worker_counts is not None:
+            self.worker_counts.connected()
         if self.closing:
             self.conn.close(shutting_down(self.settings.hostname))
         self._process()
@@ -527,6 +532,8 @@ class Session(asyncio.Protocol):
             if tx.headers.message_id:
                 self.log.message_id(tx.queue_id, _printable(tx.headers.message_id))
             self.log.queued(tx.queue_id, tx.mail.address, envelope.size, len(envelope.recipients))
+            if self.worker_counts is not None:
+                self.worker_counts.accepted(envelope.size)
             tx.writer = None
             self.tx = None
             return Reply(250, "2.0.0", f"Ok: queued as {tx.queue_id}")
@@ -597,6 +604,8 @@ class Session(asyncio.Protocol):
         failed = dict(self.failed)
         failed["commands"] = sum(self.failed.values())
         self.log.disconnect(self.client, counts, failed)
+        if self.worker_counts is not None:
+            self.worker_counts.session_closed(self.counts, self.failed)
 
 
 # The command a reject line's stage refers to, for the disconnect line's counts.

@@ -1,0 +1,95 @@
+"""What an SMTP worker counts, and the master's sum over its workers.
+
+A worker keeps plain integers (a session adds its command counts once, when
+it closes: nothing on the per-command path) and sends its running totals to
+the master as one line, ``M <json>``, at most once a second. The master keeps
+the last line of every worker it has heard, under a key that names the
+worker's process and start, so the totals of workers that have exited still
+count: the sums only grow, as Prometheus counters must. A worker killed
+between two lines loses at most a second of counts.
+
+Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+PREFIX = b"M "
+
+
+@dataclass
+class SmtpCounts:
+    """One worker's totals since it started."""
+
+    connections: int = 0
+    messages: int = 0  # answered 250 after DATA
+    octets: int = 0  # their sizes
+    commands: Counter[str] = field(default_factory=Counter)  # by verb, as logged
+    rejected: Counter[str] = field(default_factory=Counter)  # refused, by verb
+    changes: int = 0  # bumped on every change: is a new line worth sending?
+
+    def session_closed(self, commands: Mapping[str, int], rejected: Mapping[str, int]) -> None:
+        self.commands.update(commands)
+        self.rejected.update(rejected)
+        self.changes += 1
+
+    def accepted(self, size: int) -> None:
+        self.messages += 1
+        self.octets += size
+        self.changes += 1
+
+    def connected(self) -> None:
+        self.connections += 1
+        self.changes += 1
+
+    def line(self, key: str) -> bytes:
+        """The ``M`` line for the master (one line: JSON never holds a newline)."""
+        document = {
+            "key": key,
+            "connections": self.connections,
+            "messages": self.messages,
+            "octets": self.octets,
+            "commands": dict(self.commands),
+            "rejected": dict(self.rejected),
+        }
+        return PREFIX + json.dumps(document, separators=(",", ":")).encode() + b"\n"
+
+
+class SmtpTotals:
+    """The master's view: the latest counts of every worker it has heard."""
+
+    def __init__(self) -> None:
+        self._latest: dict[str, SmtpCounts] = {}
+
+    def take_line(self, payload: bytes) -> bool:
+        """Record one ``M`` line without its prefix; False when malformed."""
+        try:
+            document = json.loads(payload)
+            counts = SmtpCounts(
+                connections=int(document["connections"]),
+                messages=int(document["messages"]),
+                octets=int(document["octets"]),
+                commands=Counter({str(k): int(v) for k, v in document["commands"].items()}),
+                rejected=Counter({str(k): int(v) for k, v in document["rejected"].items()}),
+            )
+            key = str(document["key"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return False
+        # A new dict each time: readers in another thread (the HTTP endpoint)
+        # always see a whole one.
+        self._latest = {**self._latest, key: counts}
+        return True
+
+    def total(self) -> SmtpCounts:
+        result = SmtpCounts()
+        for counts in self._latest.values():
+            result.connections += counts.connections
+            result.messages += counts.messages
+            result.octets += counts.octets
+            result.commands.update(counts.commands)
+            result.rejected.update(counts.rejected)
+        return result

@@ -1,0 +1,65 @@
+"""metrics_listen on a running gateway: what the workers count reaches /metrics,
+and /healthz and /readyz say what a load balancer needs (SPEC section 11)."""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import GatewayFactory
+from tests.e2e.gateway import INSIDE, OUTSIDE, Gateway, free_port, wait_until
+from tests.metrics.http import get, samples
+
+
+def test_counts_of_both_workers_reach_the_metrics(start_gateway: GatewayFactory) -> None:
+    port = free_port()
+    gateway = start_gateway(workers=2, metrics_listen=f"{INSIDE}:{port}")
+    base = f"http://{INSIDE}:{port}"
+    wait_until(lambda: get(base + "/readyz") == (200, "ready\n"))
+    assert get(base + "/healthz") == (200, "ok\n")
+    sessions = 6  # spread over both workers by the kernel
+    for _ in range(sessions):
+        with gateway.smtp(OUTSIDE) as client:
+            client.sendmail("a@example.org", ["james@server1.example.com"], b"Subject: x\r\n\r\nhi")
+    with gateway.raw(OUTSIDE) as raw:
+        assert raw.reply().code == 220
+        assert raw.command("EHLO client.test").code == 250
+        assert raw.command("MAIL FROM:<a@example.org>").code == 250
+        assert raw.command("RCPT TO:<nobody@closed.example.net>").code == 550
+        assert raw.command("QUIT").code == 221
+
+    def counted() -> bool:
+        now = samples(base)
+        return (
+            now.get(("mxgate_smtpd_connections_total", ()), 0) >= sessions + 1
+            and now.get(("mxgate_smtpd_rejected_commands_total", (("command", "rcpt"),)), 0) >= 1
+        )
+
+    wait_until(counted, timeout=10)
+    now = samples(base)
+    # (and the harness's own connection that waited for the greeting)
+    assert now[("mxgate_smtpd_connections_total", ())] >= sessions + 1
+    assert now[("mxgate_smtpd_messages_total", ())] == sessions
+    assert now[("mxgate_smtpd_commands_total", (("command", "rcpt"),))] == sessions + 1
+    assert now[("mxgate_smtpd_rejected_commands_total", (("command", "rcpt"),))] == 1
+    assert now[("mxgate_smtpd_workers_ready", ())] == 2
+    assert now[("mxgate_routing_snapshot_loaded", ())] == 1
+    # The next hop is a black hole here: the messages wait in deferred/.
+    deferred = ("mxgate_delivery_recipients_total", (("status", "deferred"),))
+    wait_until(lambda: samples(base).get(deferred, 0) >= sessions, timeout=30)
+
+
+def test_a_metrics_port_in_use_stops_serve_with_a_clear_line(
+    tmp_path: Path, e2e_database: str
+) -> None:
+    with socket.create_server((INSIDE, 0)) as taken:
+        port = taken.getsockname()[1]
+        gateway = Gateway(tmp_path / "gw", e2e_database, metrics_listen=f"{INSIDE}:{port}")
+        with pytest.raises(AssertionError, match="mxgate serve exited with 1"):
+            gateway.start()
+    log = gateway.log()
+    assert re.search(rf"fatal: cannot listen on {INSIDE}:{port} \(metrics_listen\): ", log), log
+    assert "Traceback" not in log
