@@ -122,6 +122,11 @@ def smtp_source() -> str:
     return _find_tool("smtp-source")
 
 
+@pytest.fixture
+def pflogsumm() -> str:
+    return _find_tool("pflogsumm")
+
+
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for mx.test.example and its key."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,3 +142,42 @@ def test_refused_recipient_bounces_to_the_sender(
     assert b"multipart/report" in data and b"Status: 5.1.1" in data
     assert b"no such mailbox here" in data
     assert b"Subject: relay me" in data  # the original (or its headers) comes back
+
+
+def test_pflogsumm_reads_the_mail_log(
+    delivering_gateway: Gateway, peers: tuple[ThreadedPeer, ThreadedPeer], pflogsumm: str
+) -> None:
+    """SPEC section 11: the log keeps Postfix's format, so that pflogsumm (with
+    --syslog-name=mxgate) counts what the gateway received, delivered and refused."""
+    mailbox, internet = peers
+    first = send(delivering_gateway, "a@example.org", ["james@server1.example.com"], BODY)
+    second = send(
+        delivering_gateway,
+        "b@example.org",
+        ["james@server1.example.com", "info@server1.example.com"],
+        BODY,
+    )
+    with delivering_gateway.smtp(OUTSIDE) as client:
+        client.ehlo("client.example.org")
+        client.mail("c@example.org")
+        assert client.rcpt("nobody@closed.example.net")[0] == 554
+    for qid in (first, second):
+        delivering_gateway.wait_for_log(rf"{qid}: removed")
+    assert (len(mailbox.messages()), len(internet.messages())) == (2, 1)
+    report = subprocess.run(
+        [pflogsumm, "--syslog-name=mxgate", "--problems-first", str(delivering_gateway.log_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    totals = {
+        what: int(count)
+        for count, what in re.findall(
+            r"^\s+(\d+)\s+(received|delivered|rejected|bounced)\b", report, re.M
+        )
+    }
+    # The second message went to james and, through the catch-all, to james@example.com.
+    assert totals == {"received": 2, "delivered": 3, "rejected": 1, "bounced": 0}, report
+    assert "Relay access denied (total: 1)" in report
+    assert "Warnings: none" in report and "Fatal Errors: none" in report
