@@ -271,10 +271,11 @@ class Session(asyncio.Protocol):
             else:
                 self.counts[type(event).__name__.lower()] += 1
         data = b"".join(out) + conn.data_to_send()
-        delay = self._error_delay(errors_before)
-        if delay and data:
-            self._tarpit(data, delay)
-            return
+        if conn.errors > self.settings.soft_error_limit:  # rare: checked inline
+            delay = self._error_delay(errors_before)
+            if delay and data:
+                self._tarpit(data, delay)
+                return
         self._send(data)
         self._arm_timer()
 
