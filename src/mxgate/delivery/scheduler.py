@@ -34,20 +34,20 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from mxgate.core.dsn import bounce_target, recipients_to_report
 from mxgate.core.envelope import Envelope, Recipient, RecipientState
 from mxgate.core.outcome import Deferred, apply
 from mxgate.core.reply import Reply
-from mxgate.core.retry import RetryPolicy, delay_warning_due, next_attempt, will_retry_until
+from mxgate.core.retry import RetryPolicy, delay_warning_due, next_attempt
 from mxgate.core.routing import RoutingPolicy, resolve_route
 from mxgate.core.snapshot import RoutingData
 from mxgate.core.srs_keys import SrsContext
 from mxgate.core.srs_policy import sender_for_copy
 from mxgate.core.transport import Route
-from mxgate.delivery.bounce import BounceSettings, enqueue_bounce, is_our_bounce
+from mxgate.delivery.bounce import BounceSettings
 from mxgate.delivery.courier import Courier, OpenBody
+from mxgate.delivery.notices import Notices
+from mxgate.delivery.remover import Remover
 from mxgate.delivery.result import DeliveryResult, Status
-from mxgate.delivery.unlinker import Unlinker
 from mxgate.maillog import MailLog
 from mxgate.spool import MessageNotFoundError, Queue, QueuedMessage, Spool, SpoolError
 
@@ -99,7 +99,13 @@ class QueueManager:
         # we know of put a file there: new journal messages need no listing.
         self._incoming_listed_at = -1e9
         self._list_incoming = True
-        self._remover = _Remover(spool)
+        self._remover = Remover(spool)
+        self.notices = Notices(
+            spool, settings.bounce, settings.retry, maillog, clock, self._look_at_incoming
+        )
+
+    def _look_at_incoming(self) -> None:
+        self._list_incoming = True
 
     @property
     def remover_pid(self) -> int | None:
@@ -272,14 +278,14 @@ class QueueManager:
             address for address, r in updated.items() if r.state is RecipientState.BOUNCED
         }
         if newly_bounced:
-            await self._bounce(after, newly_bounced)
+            await self.notices.failed(after, newly_bounced)
         if relayed:
-            await self._report_relayed(after, relayed)
+            await self.notices.relayed(after, relayed)
         policy = self.settings.retry
         if not after.is_done and delay_warning_due(
             after.arrival, self.clock(), policy.delay_warning_time, after.delay_warned
         ):
-            after = await self._warn_delayed(after)
+            after = await self.notices.delayed(after)
         await self._finish(after)
 
     def _route(
@@ -368,96 +374,6 @@ class QueueManager:
             f"status={status} ({recipient.last_reply})",
         )
 
-    async def _bounce(self, envelope: Envelope, addresses: set[str]) -> None:
-        settings = self.settings.bounce
-        target = bounce_target(envelope, is_our_bounce(envelope), settings.postmaster)
-        if target is None:
-            self.maillog.line(
-                "bounce",
-                f"{envelope.queue_id}: undeliverable "
-                f"{'postmaster notification' if envelope.sender == '' else 'message'} "
-                "discarded (no one to tell)",
-            )
-            return
-        postmaster_copy = target != envelope.sender
-        failed = [
-            r
-            for r in recipients_to_report(envelope, "failure", postmaster_copy=postmaster_copy)
-            if r.address in addresses
-        ]
-        if not failed:
-            return  # NOTIFY=NEVER, or NOTIFY without FAILURE: the sender asked for silence
-        self._list_incoming = True  # the report goes to incoming/
-        try:
-            bounce_id = await enqueue_bounce(
-                self.spool, envelope, failed, target, settings, self.clock()
-            )
-        except SpoolError as exc:
-            # The recipients stay bounced; the report is lost, and the log says so.
-            self.maillog.line("bounce", f"warning: {envelope.queue_id}: cannot queue DSN: {exc}")
-            return
-        self.maillog.line(
-            "bounce", f"{envelope.queue_id}: sender non-delivery notification: {bounce_id}"
-        )
-
-    async def _report_relayed(self, envelope: Envelope, addresses: set[str]) -> None:
-        """RFC 3461 5.2.2: recipients that asked for NOTIFY=SUCCESS and were
-        handed to a next hop without the DSN extension get a "relayed" notice
-        (no one else will report their delivery). Never to the null sender."""
-        if envelope.sender == "":
-            return
-        relayed = [r for r in recipients_to_report(envelope, "relayed") if r.address in addresses]
-        if not relayed:
-            return
-        self._list_incoming = True  # the notice goes to incoming/
-        try:
-            notice_id = await enqueue_bounce(
-                self.spool,
-                envelope,
-                relayed,
-                envelope.sender,
-                self.settings.bounce,
-                self.clock(),
-                kind="relayed",
-            )
-        except SpoolError as exc:
-            self.maillog.line("bounce", f"warning: {envelope.queue_id}: cannot queue DSN: {exc}")
-            return
-        self.maillog.line(
-            "bounce", f"{envelope.queue_id}: sender delivery status notification: {notice_id}"
-        )
-
-    async def _warn_delayed(self, envelope: Envelope) -> Envelope:
-        """Postfix's delay_warning_time: once per message, the sender hears
-        which recipients are still being retried, and until when (headers
-        only). Never to the null sender; a NOTIFY without DELAY is silence.
-        Returns the envelope marked as warned, to be recorded with the pass;
-        unmarked when the notice could not be queued (tried again next pass)."""
-        delayed = recipients_to_report(envelope, "delay") if envelope.sender else ()
-        if delayed:
-            self._list_incoming = True  # the notice goes to incoming/
-            expiry = will_retry_until(envelope.arrival, self.settings.retry, is_bounce=False)
-            try:
-                notice_id = await enqueue_bounce(
-                    self.spool,
-                    envelope,
-                    delayed,
-                    envelope.sender,
-                    self.settings.bounce,
-                    self.clock(),
-                    kind="delay",
-                    will_retry_until=expiry,
-                )
-            except SpoolError as exc:
-                self.maillog.line(
-                    "bounce", f"warning: {envelope.queue_id}: cannot queue delay notice: {exc}"
-                )
-                return envelope
-            self.maillog.line(
-                "bounce", f"{envelope.queue_id}: sender delay notification: {notice_id}"
-            )
-        return replace(envelope, delay_warned=True)
-
     async def _finish(self, envelope: Envelope) -> None:
         queue_id = envelope.queue_id
         if envelope.is_done:
@@ -480,136 +396,6 @@ class QueueManager:
     def _defer(self, envelope: Envelope) -> None:
         self.spool.update(envelope, Queue.ACTIVE)
         self.spool.move(envelope.queue_id, Queue.ACTIVE, Queue.DEFERRED)
-
-
-class _Remover:
-    """Removes delivered messages from active/, off the event loop (an
-    unlink of an fsynced file waits for the disk): through the helper
-    process of ``unlinker`` once ``start`` has started it, else (or after it
-    died) on worker threads. Either way in batches: a batch leaves
-    ``GATHER`` seconds after its first message, or at once while nothing
-    is being removed."""
-
-    GATHER = 0.005
-    MAX_THREAD_BATCHES = 2  # in flight at once: one stuck on the disk does not stop the rest
-
-    def __init__(self, spool: Spool) -> None:
-        self.spool = spool
-        self._waiting: dict[str, asyncio.Future[None]] = {}
-        self._pending: list[str] = []
-        self._threads = 0  # thread batches running
-        self._timer: asyncio.Handle | None = None
-        self._helper: Unlinker | None = None
-        self._resent: set[str] = set()  # unanswered by a helper that died
-
-    async def start(self) -> None:
-        helper = Unlinker(self.spool.layout.root, self._answer, self._lost)
-        try:
-            await helper.start()
-        except OSError as exc:
-            log.warning("cannot start the remover helper, removing on threads: %s", exc)
-            return
-        self._helper = helper
-
-    @property
-    def helper_pid(self) -> int | None:
-        """The helper process, None when removing on threads."""
-        helper = self._helper
-        return helper.pid if helper is not None and helper.alive else None
-
-    async def close(self) -> None:
-        """Stop the helper once it answered everything it was sent."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-            self._flush()
-        helper, self._helper = self._helper, None
-        if helper is not None:
-            await helper.close()
-
-    def remove(self, queue_id: str) -> asyncio.Future[None]:
-        """Remove ``queue_id`` from active/; the future ends when it is gone
-        (with the spool's exception if it could not be removed)."""
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        self._waiting[queue_id] = done
-        self._pending.append(queue_id)
-        if self._timer is None:
-            if self._busy:
-                self._timer = loop.call_later(self.GATHER, self._due)
-            else:
-                self._flush()
-        return done
-
-    @property
-    def _busy(self) -> bool:
-        helper = self._helper
-        if helper is not None and helper.alive:
-            return helper.outstanding > 0
-        return self._threads > 0
-
-    def _due(self) -> None:
-        self._timer = None
-        self._flush()
-
-    def _flush(self) -> None:
-        if not self._pending:
-            return
-        helper = self._helper
-        if helper is not None and helper.alive:
-            batch, self._pending = self._pending, []
-            helper.send(batch)
-        elif self._threads < self.MAX_THREAD_BATCHES:
-            batch, self._pending = self._pending, []
-            self._threads += 1
-            job = asyncio.get_running_loop().run_in_executor(None, self._unlink, batch)
-            job.add_done_callback(functools.partial(self._unlinked, batch))
-        # else: the next thread batch to end sends these
-
-    def _answer(self, queue_id: str, error: Exception | None) -> None:
-        if queue_id in self._resent:
-            self._resent.discard(queue_id)
-            if isinstance(error, MessageNotFoundError):
-                error = None  # the helper removed it before it died
-        done = self._waiting.pop(queue_id, None)
-        if done is None or done.done():
-            return  # its attempt was cancelled (shutdown)
-        if error is None:
-            done.set_result(None)
-        else:
-            done.set_exception(error)
-
-    def _lost(self, queue_ids: list[str]) -> None:
-        log.warning("the remover helper exited; removing on threads")
-        self._resent.update(queue_ids)
-        self._pending[:0] = queue_ids
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_soon(self._due)
-
-    def _unlink(self, queue_ids: list[str]) -> list[Exception | None]:
-        errors: list[Exception | None] = []
-        for queue_id in queue_ids:
-            try:
-                self.spool.remove(queue_id, Queue.ACTIVE)
-            except Exception as exc:  # the message's own attempt reports it
-                errors.append(exc)
-            else:
-                errors.append(None)
-        return errors
-
-    def _unlinked(self, batch: list[str], job: asyncio.Future[list[Exception | None]]) -> None:
-        self._threads -= 1
-        errors: list[Exception | None]
-        if job.cancelled():
-            errors = [SpoolError("removal cancelled")] * len(batch)
-        elif (failure := job.exception()) is not None:
-            errors = [SpoolError(f"removal failed: {failure!r}")] * len(batch)
-        else:
-            errors = job.result()
-        for queue_id, error in zip(batch, errors, strict=True):
-            self._answer(queue_id, error)
-        if self._pending and self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.GATHER, self._due)
 
 
 _LOGGED_STATUS = {
