@@ -383,3 +383,18 @@ def test_past_the_soft_error_limit_every_reply_waits(start_gateway: GatewayFacto
         time.sleep(0.3)  # the replies wait; the client does not
     gateway.wait_for_log(r"lost connection after RCPT from unknown\[127\.0\.0\.2\]", mark)
     gateway.wait_for_log(r"disconnect from unknown\[127\.0\.0\.2\] ehlo=1 mail=1 rcpt=0/3", mark)
+
+
+def test_junk_verbs_are_counted_as_unknown(gateway: Gateway) -> None:
+    """A client's made-up verbs are "unknown" in the disconnect line (as Postfix
+    counts them): they cannot lengthen log lines or add metric labels."""
+    mark = gateway.log_size()
+    with gateway.raw(OUTSIDE) as client:
+        assert client.reply().code == 220
+        for verb in ("XYZZY", "FOO", "ETRN"):
+            assert client.command(f"{verb} bar").code == 502
+        assert client.command("NOOP").code == 250
+        assert client.command("QUIT").code == 221
+    gateway.wait_for_log(
+        r"disconnect from unknown\[127\.0\.0\.2\] unknown=0/3 noop=1 quit=1 commands=2/5", mark
+    )

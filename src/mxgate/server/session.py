@@ -61,6 +61,7 @@ from mxgate.smtp import (
     ServerConnection,
     StartTls,
 )
+from mxgate.smtp.parse import Verb
 from mxgate.spool import Spool, SpoolError, SpoolFullError
 
 
@@ -256,7 +257,7 @@ class Session(asyncio.Protocol):
                 self._wait(self._start_tls())
                 return
             elif isinstance(event, ProtocolViolation):
-                verb = event.command.lower() or "unknown"
+                verb = _counted_verb(event.command)
                 self.counts[verb] += 1
                 self.failed[verb] += 1
             elif isinstance(event, Quit):
@@ -611,6 +612,17 @@ class Session(asyncio.Protocol):
 
 # The command a reject line's stage refers to, for the disconnect line's counts.
 _REJECT_VERBS = {"MAIL": "mail", "RCPT": "rcpt", "END-OF-MESSAGE": "data"}
+
+
+# Verbs counted under their own name in the disconnect line and the metrics;
+# anything else a client sends is "unknown" (as Postfix counts it), so that
+# junk verbs can neither lengthen log lines nor make new metric labels.
+_KNOWN_VERBS = frozenset(verb.value.lower() for verb in Verb) - {"forbidden", "unknown"}
+
+
+def _counted_verb(command: str) -> str:
+    verb = command.lower()
+    return verb if verb in _KNOWN_VERBS else "unknown"
 
 
 def _printable(text: str) -> str:
