@@ -79,6 +79,15 @@ def test_show_prints_envelope_and_body(spooldir: Path) -> None:
     assert code == 1 and "no such message" in out
 
 
+def test_show_says_whether_the_delay_warning_went_out(spooldir: Path) -> None:
+    with Spool(spooldir) as spool:
+        qid = put(spool, "a@example.org", ["x@example.com"])
+        assert json.loads(run(spooldir, "show", qid)[1])["delay_warned"] is False
+        message = spool.load(qid)
+        spool.update(replace(message.envelope, delay_warned=True), message.queue)
+    assert json.loads(run(spooldir, "show", qid)[1])["delay_warned"] is True
+
+
 def test_hold_then_release(spooldir: Path) -> None:
     with Spool(spooldir) as spool:
         qid = put(spool, "a@example.org", ["x@example.com"], Queue.DEFERRED)

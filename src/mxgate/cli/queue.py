@@ -59,6 +59,7 @@ def entry_json(entry: QueueEntry) -> dict[str, object]:
         "arrival": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(env.arrival)),
         "sender": env.sender,
         "reason": _reason(env),
+        "delay_warned": env.delay_warned,  # the delay_warning_time notice went out
         "recipients": [
             {
                 "address": r.address,
