@@ -50,6 +50,7 @@ def test_counts_of_both_workers_reach_the_metrics(start_gateway: GatewayFactory)
     # The next hop is a black hole here: the messages wait in deferred/.
     deferred = ("mxgate_delivery_recipients_total", (("status", "deferred"),))
     wait_until(lambda: samples(base).get(deferred, 0) >= sessions, timeout=30)
+    assert samples(base)[("mxgate_delivery_transactions_total", (("connection", "new"),))] >= 1
 
 
 def test_a_metrics_port_in_use_stops_serve_with_a_clear_line(

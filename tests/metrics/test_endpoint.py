@@ -40,6 +40,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, list[GatewayView], Now]]:
             snapshot_version=42,
             in_flight=1,
             recipients={"sent": 5, "deferred": 1},
+            transactions={"new": 1, "reused": 4},
         )
     ]
     endpoint = MetricsEndpoint("127.0.0.1", 0, tmp_path, totals, lambda: view[0], clock=now)
@@ -61,6 +62,7 @@ def test_metrics_in_the_prometheus_text_format(
     assert found[("mxgate_smtpd_commands_total", (("command", "rcpt"),))] == 2
     assert found[("mxgate_smtpd_rejected_commands_total", (("command", "rcpt"),))] == 1
     assert found[("mxgate_delivery_recipients_total", (("status", "sent"),))] == 5
+    assert found[("mxgate_delivery_transactions_total", (("connection", "reused"),))] == 4
     assert found[("mxgate_queue_messages", (("queue", "deferred"),))] == 3
     assert found[("mxgate_queue_messages", (("queue", "incoming"),))] == 2
     assert found[("mxgate_queue_messages", (("queue", "hold"),))] == 0

@@ -48,6 +48,7 @@ class GatewayView:
     snapshot_version: int | None = None  # None: no routing data at all
     in_flight: int = 0  # messages the queue manager is delivering
     recipients: Mapping[str, int] = field(default_factory=dict)  # outcomes by status
+    transactions: Mapping[str, int] = field(default_factory=dict)  # by connection: new, reused
     stopping: bool = False
 
 
@@ -83,6 +84,12 @@ class _GatewayCollector(Collector):
             "delivery attempts per recipient, by outcome",
             "status",
             view.recipients,
+        )
+        yield _by_label(
+            "mxgate_delivery_transactions",
+            "outbound transactions, on a new or a reused connection",
+            "connection",
+            view.transactions,
         )
         queued = GaugeMetricFamily(
             "mxgate_queue_messages", "messages in the spool's queues", labels=["queue"]
