@@ -64,3 +64,26 @@ def test_a_metrics_port_in_use_stops_serve_with_a_clear_line(
     log = gateway.log()
     assert re.search(rf"fatal: cannot listen on {INSIDE}:{port} \(metrics_listen\): ", log), log
     assert "Traceback" not in log
+
+
+def test_counts_survive_a_reload(start_gateway: GatewayFactory) -> None:
+    """Counters only grow: what the replaced workers counted stays in the sums."""
+    port = free_port()
+    gateway = start_gateway(workers=1, metrics_listen=f"{INSIDE}:{port}")
+    base = f"http://{INSIDE}:{port}"
+    messages = ("mxgate_smtpd_messages_total", ())
+
+    def send(count: int) -> None:
+        for _ in range(count):
+            with gateway.smtp(OUTSIDE) as client:
+                client.sendmail("a@example.org", ["james@server1.example.com"], b"Subject: x\r\n")
+
+    send(3)
+    wait_until(lambda: samples(base).get(messages, 0) == 3, timeout=10)
+    old = gateway.worker_pids()
+    mark = gateway.log_size()
+    gateway.reload()
+    gateway.wait_for_log(r"reload: new worker\(s\)", mark)
+    wait_until(lambda: not (old & gateway.worker_pids()), timeout=30)
+    send(2)
+    wait_until(lambda: samples(base).get(messages, 0) == 5, timeout=10)
