@@ -34,6 +34,7 @@ from typing import Any
 
 from mxgate.core.envelope import Envelope, Recipient
 from mxgate.spool import FileSystem, Spool
+from mxgate.spool.store import DEFAULT_FSYNC_THREADS
 
 
 class CountingFileSystem(FileSystem):
@@ -131,7 +132,7 @@ def main() -> None:
         runner = asyncio.run
     base = Path(tempfile.mkdtemp(prefix="mxgate-bench-", dir=args.dir))
     print(f"{args.messages} messages of {args.size} bytes, {args.concurrency} sessions, in {base}")
-    threads = args.threads or Spool.DEFAULT_FSYNC_THREADS
+    threads = args.threads or DEFAULT_FSYNC_THREADS
     modes = args.modes.split(",")
     rates: dict[str, list[float]] = {mode: [] for mode in modes}
     cpu: dict[str, list[float]] = {mode: [] for mode in modes}

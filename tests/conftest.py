@@ -7,8 +7,24 @@ from pathlib import Path
 
 import pytest
 
+from mxgate import native
 from mxgate.embedded import EmbeddedPostgres
 from tests.pg import PgServer, start_server
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A compiled module shadows its source: tests of an old build would pass or
+    # fail for code that no longer exists.
+    why = native.stale()
+    if why is not None:
+        raise pytest.UsageError(
+            f"{why}: run scripts/build-native (or MXGATE_PURE=1 to remove them)"
+        )
+
+
+def pytest_report_header() -> str:
+    built = sum(path.parent != native.PACKAGE_ROOT.parent for path in native.extension_paths())
+    return f"mxgate: {built} of {len(native.MODULES)} hot modules compiled (mypyc)"
 
 
 @pytest.fixture(scope="session")

@@ -251,7 +251,7 @@ def test_a_quiet_loop_syncs_inline_with_the_same_outcome(tmp_path: Path) -> None
     committer = JournalCommitter(writer, lambda *tick: ticks.append(tick), quiet=lambda: True)
     ids = [f"Q{n:07d}" for n in range(20)]
     asyncio.run(_commit_many(committer, ids))
-    assert committer._thread is None  # never needed
+    assert committer._sync_thread is None  # never needed
     segment = tmp_path / "SEG00000"
     assert [f.queue_id for f in frames(segment.read_bytes())] == ids
     assert ticks[-1] == ("SEG00000", segment.stat().st_size, False)
@@ -450,7 +450,7 @@ def test_busy_commits_are_synced_by_the_helper_process(tmp_path: Path) -> None:
         await _commit_many(committer, ids)
         helper = committer._helper
         assert helper is not None and helper.proc.poll() is None
-        assert committer._thread is None  # the helper did every fdatasync
+        assert committer._sync_thread is None  # the helper did every fdatasync
         committer.close()
         assert helper.proc.returncode == 0  # it ends with its socket
 

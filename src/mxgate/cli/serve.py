@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from mxgate import native
 from mxgate.app import database, master_settings, worker_settings
 from mxgate.cli.common import ConfigOption, fail, settings
 from mxgate.config import ConfigError, load_config, split_endpoint
@@ -62,6 +63,15 @@ def _recover(spool_dir: Path) -> RecoveryReport:
             fail(f"cannot open the spool {spool_dir}: {exc}")
 
 
+def _say_build() -> None:
+    why = native.stale()
+    if why is not None:
+        # They still load first: code older than its source may be running.
+        _say(f"warning: {why}; run scripts/build-native")
+    elif not native.extension_paths():
+        _say("running as plain Python: scripts/build-native compiles the hot modules")
+
+
 def serve(config: ConfigOption = None) -> None:
     """Run the gateway (embedded database with example data when none is configured)."""
     loaded = settings(config)
@@ -73,6 +83,7 @@ def serve(config: ConfigOption = None) -> None:
         fail(f"cannot load the TLS certificate or key: {exc}")
     if not cfg.postmaster:
         _say("warning: postmaster is not set: mail to postmaster gets 451 4.3.5 until it is")
+    _say_build()
     report = _recover(Path(cfg.spool_dir))
     _say(
         f"spool {cfg.spool_dir}: {report.messages} message(s) queued, "

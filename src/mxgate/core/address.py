@@ -57,7 +57,7 @@ _LOCAL_LENIENT = re.compile(rf"[{_ATEXT}@\u0080-\U0010ffff]+(?:\.[{_ATEXT}@\u008
 # C0 controls, DEL, C1 controls and lone surrogates (which cannot be encoded
 # as UTF-8) are never part of an address, quoted or not (RFC 5321 4.1.2
 # qtextSMTP / quoted-pairSMTP are printable ASCII; RFC 6531 adds UTF-8 only).
-_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 ROUTING_CHARACTERS = "@%!"
 

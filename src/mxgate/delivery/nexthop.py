@@ -29,7 +29,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import ip_address
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import dns.asyncresolver
 import dns.exception
@@ -278,8 +278,12 @@ async def _host_addresses(
     """IPv4 and IPv6 addresses of one host, families ordered by
     ``preference`` ("any": a random family first, as Postfix's
     smtp_address_preference). NXDOMAIN only when both lookups say so."""
-    results = await asyncio.gather(
-        resolver.addresses(name, "A"), resolver.addresses(name, "AAAA"), return_exceptions=True
+    # gather() returns a list, though typed as a tuple: compiled code checks.
+    results: list[Any] = await cast(
+        Any,
+        asyncio.gather(
+            resolver.addresses(name, "A"), resolver.addresses(name, "AAAA"), return_exceptions=True
+        ),
     )
     v4, v6 = results
     found: dict[str, list[str]] = {}

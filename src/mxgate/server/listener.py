@@ -17,6 +17,7 @@ import asyncio
 import socket
 from collections import Counter
 from collections.abc import Callable
+from typing import Any, cast
 
 from mxgate.maillog import MailLog, client_label
 from mxgate.server.session import Session
@@ -76,9 +77,10 @@ class Listener:
         """The addresses actually bound (port 0 in settings means any free port)."""
         result = []
         for server in self.servers:
-            for sock in server.sockets:
-                host, port = sock.getsockname()[:2]
-                result.append((str(host), int(port)))
+            # uvloop gives a list of sockets, asyncio a tuple (as typed).
+            for sock in cast(Any, server).sockets:
+                name = sock.getsockname()
+                result.append((str(name[0]), int(name[1])))
         return result
 
     def _protocol(self) -> Session:

@@ -39,7 +39,8 @@ class _NeedData(enum.Enum):
     def __repr__(self) -> str:
         return "NEED_DATA"
 
-    __str__ = __repr__
+    def __str__(self) -> str:
+        return "NEED_DATA"
 
 
 NEED_DATA = _NeedData.NEED_DATA

@@ -48,6 +48,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from mypy_extensions import mypyc_attr
+
 from mxgate.spool.errors import SpoolError, from_os_error
 from mxgate.spool.sync_helper import HelperGone, SyncHelper
 
@@ -161,6 +163,9 @@ def read_done(path: Path) -> set[str]:
     return set(text.split())
 
 
+# The tests stand in faulty disks by overriding a few methods (compiled
+# classes are otherwise closed to subclasses written in Python).
+@mypyc_attr(allow_interpreted_subclasses=True)
 class JournalWriter:
     """One process's current segment (blocking calls; see ``JournalCommitter``).
 
@@ -350,8 +355,8 @@ class _SyncThread:
 
     def __init__(self) -> None:
         self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="spool-journal", daemon=True)
-        self._thread.start()
+        self._sync_thread = threading.Thread(target=self._run, name="spool-journal", daemon=True)
+        self._sync_thread.start()
 
     def submit(self, job: Callable[[], None]) -> None:
         self._jobs.put(job)
@@ -359,7 +364,7 @@ class _SyncThread:
     def stop(self) -> None:
         """Run what was submitted, then end the thread."""
         self._jobs.put(None)
-        self._thread.join()
+        self._sync_thread.join()
 
     def _run(self) -> None:
         while True:
@@ -403,7 +408,7 @@ class JournalCommitter:
         self._inflight: tuple[list[tuple[str, bytes, Done]], str, int] | None = None
         self._pending: list[tuple[str, bytes, Done]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: _SyncThread | None = None
+        self._sync_thread: _SyncThread | None = None
         self._scheduled = False  # a batch start is due in this loop iteration
         self._syncing = False  # a batch is in the sync thread
         self.batches = 0
@@ -470,8 +475,8 @@ class JournalCommitter:
         assert loop is not None
         if self._by_helper(loop, batch, name, end):
             return
-        if self._thread is None:
-            self._thread = _SyncThread()
+        if self._sync_thread is None:
+            self._sync_thread = _SyncThread()
         self._syncing = True
 
         def sync() -> None:
@@ -484,7 +489,7 @@ class JournalCommitter:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self._synced, batch, name, end, error)
 
-        self._thread.submit(sync)
+        self._sync_thread.submit(sync)
 
     def _by_helper(
         self,
@@ -580,9 +585,9 @@ class JournalCommitter:
             self.use_helper = False
             self._helper.wait(timeout=30)
             self._drop_helper()
-        if self._thread is not None:
-            self._thread.stop()
-            self._thread = None
+        if self._sync_thread is not None:
+            self._sync_thread.stop()
+            self._sync_thread = None
         name, end = self.writer.name, self.writer.size
         self.writer.abandon()
         self.writer.discard_spare()

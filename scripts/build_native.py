@@ -1,0 +1,77 @@
+"""Compile the modules listed in ``mxgate.native.MODULES`` with mypyc, in place.
+
+Run by ``scripts/build-native`` (which both README commands run): does nothing
+when the build on disk matches the sources; ``--pure`` removes the compiled
+modules so that everything runs as plain Python.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "src"))
+
+from mxgate import native  # noqa: E402  (the source tree, not an installed copy)
+
+
+def remove_extensions() -> None:
+    for path in native.extension_paths():
+        path.unlink()
+    native.STAMP.unlink(missing_ok=True)
+
+
+def build(jobs: int) -> None:
+    # Imported here: --pure and the up-to-date check need neither.
+    from mypyc.build import mypycify
+    from setuptools import Distribution
+    from setuptools.command.build_ext import build_ext
+
+    os.chdir(ROOT)  # mypy reads pyproject.toml's settings from here
+    temp = ROOT / "build" / "native"
+    groups: list[tuple[list[str], str | None]] = [
+        ([str(native.source_path(m).relative_to(ROOT)) for m in modules], name)
+        for name, modules in native.GROUPS.items()
+    ]
+    paths = [path for group, _ in groups for path in group]
+    extensions = mypycify(paths, opt_level="3", separate=groups, target_dir=str(temp / "c"))
+    dist = Distribution({"ext_modules": extensions, "package_dir": {"": "src"}})
+    command = build_ext(dist)
+    command.inplace = True
+    command.parallel = jobs
+    command.build_temp = str(temp / "obj")
+    command.ensure_finalized()
+    command.run()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--pure", action="store_true", help="remove the compiled modules")
+    parser.add_argument("--force", action="store_true", help="build even when up to date")
+    args = parser.parse_args()
+    if args.pure:
+        remove_extensions()
+        print("mxgate: compiled modules removed; everything runs as plain Python")
+        return 0
+    digest = native.sources_digest()
+    if not args.force and native.stale() is None and native.extension_paths():
+        return 0
+    print(f"mxgate: compiling {len(native.MODULES)} modules with mypyc (a minute or two)...")
+    started = time.monotonic()
+    remove_extensions()
+    try:
+        build(jobs=os.cpu_count() or 1)
+    except BaseException:
+        remove_extensions()  # never leave half a build to shadow the sources
+        raise
+    native.STAMP.write_text(digest + "\n")
+    print(f"mxgate: compiled in {time.monotonic() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
