@@ -58,9 +58,20 @@ RECEIVE_PATH: tuple[str, ...] = (
     "mxgate.spool.layout",
     "mxgate.spool.store",
     "mxgate.spool.writer",
+    "mxgate.spool.sync_helper",
+    # Per session, beside the above.
+    "mxgate.metrics.counts",
+    "mxgate.core.srs",
+    "mxgate.core.srs_policy",
 )
 
 DELIVERY_PATH: tuple[str, ...] = (
+    "mxgate.core.outcome",
+    "mxgate.core.retry",
+    "mxgate.delivery.notices",
+    "mxgate.delivery.pool",
+    "mxgate.delivery.remover",
+    "mxgate.delivery.result",
     "mxgate.delivery.courier",
     "mxgate.delivery.nexthop",
     "mxgate.delivery.scheduler",

@@ -19,10 +19,8 @@ never decides whether a session is healthy (``Session.usable`` does).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from .session import Session
@@ -88,15 +86,6 @@ class ConnectionPool:
         self._closing: set[asyncio.Task[None]] = set()
         self.opened = 0  # leases that found no idle session (statistics, tests)
         self.reused = 0  # leases that got an idle session
-
-    @contextlib.asynccontextmanager
-    async def lease(self, key: Key) -> AsyncIterator[Lease]:
-        """Wait for a slot for ``key`` (and a global one); give it back on exit."""
-        lease = await self.acquire(key)
-        try:
-            yield lease
-        finally:
-            self.release(lease)
 
     async def acquire(self, key: Key) -> Lease:
         """A slot for ``key`` and a global one; hand it back with ``release``.

@@ -24,9 +24,12 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from mypy_extensions import mypyc_attr
+
 SCRIPT = Path(__file__).with_name("syncer.py")
 
 
+@mypyc_attr(native_class=False)  # compiled classes cannot extend OSError
 class HelperGone(OSError):
     """The helper process ended (or its socket broke) with a request pending."""
 
