@@ -821,6 +821,7 @@ class Bench:
                 "postgresql": lab.run([str(lab.PG_BIN / "postgres"), "--version"]).strip(),
                 "mxgate": self.mxgate.version(),
                 "mxgate_source": source_state(),
+                "mxgate_build": build_state(),
                 "load_average_at_start": os.getloadavg(),
             },
             "ports": dataclasses.asdict(self.ports),
@@ -846,6 +847,18 @@ class Bench:
                 ),
             },
         }
+
+
+def build_state() -> str:
+    """Whether mxgate's hot modules ran compiled (scripts/build-native) or as Python."""
+    from mxgate import native
+
+    why = native.stale()
+    if why is not None:
+        return f"a stale compiled build ({why})"
+    if native.extension_paths():
+        return f"its {len(native.MODULES)} hot modules compiled with mypyc (scripts/build-native)"
+    return "plain Python (no compiled modules)"
 
 
 def source_state() -> str:

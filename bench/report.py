@@ -671,7 +671,7 @@ def markdown(results: dict[str, Any], chart: Path, results_file: Path) -> str:
     )
     add(
         f"- mxgate from {m.get('mxgate_source', 'the work tree')}; the work tree is shared with"
-        " other engineers"
+        " other engineers" + (f"; mxgate ran {m['mxgate_build']}" if "mxgate_build" in m else "")
     )
     add(
         f"- {m['python']}; mxgate {m['mxgate']}; Postfix {m['postfix']} (Debian 12 packages"

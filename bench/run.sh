@@ -43,8 +43,10 @@ venv="$root/.venv"
 stamp="$venv/.mxgate-bench-installed"
 want="$(sha256sum "$root/pyproject.toml" | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[bench]"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[test,bench]"
   echo "$want" > "$stamp"
 fi
+# What the README's commands run: the hot modules compiled (mypyc, from [test]).
+"$root/scripts/build-native"
 
 exec "$venv/bin/python" "$root/bench/compare.py" "$@"
