@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.machinery
+import importlib.metadata
 import sys
 from pathlib import Path
 
@@ -103,9 +104,17 @@ def source_path(module: str) -> Path:
     return PACKAGE_ROOT.parent.joinpath(*module.split(".")).with_suffix(".py")
 
 
+def _compiler_version() -> str:
+    try:
+        return importlib.metadata.version("mypy")
+    except importlib.metadata.PackageNotFoundError:
+        return "none"
+
+
 def sources_digest() -> str:
-    """SHA-256 over the groups, the modules' sources and the Python version."""
-    digest = hashlib.sha256(sys.version.encode() + repr(GROUPS).encode())
+    """SHA-256 over the groups, the modules' sources, and the Python and mypyc
+    versions (a new compiler pinned in pyproject.toml rebuilds too)."""
+    digest = hashlib.sha256(f"{sys.version}\0{_compiler_version()}\0{GROUPS!r}".encode())
     for module in MODULES:
         digest.update(module.encode() + b"\0" + source_path(module).read_bytes() + b"\0")
     return digest.hexdigest()
