@@ -8,9 +8,11 @@ modules so that everything runs as plain Python.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,6 +25,26 @@ def remove_extensions() -> None:
     for path in native.extension_paths():
         path.unlink()
     native.STAMP.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def redirected(target: int) -> Iterator[None]:
+    """Standard output and error (the file descriptors: compilers run as
+    subprocesses) into ``target`` for the duration."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        os.dup2(target, 1)
+        os.dup2(target, 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
 
 
 def build(jobs: int) -> None:
@@ -63,11 +85,22 @@ def main() -> int:
     print(f"mxgate: compiling {len(native.MODULES)} modules with mypyc (a minute or two)...")
     started = time.monotonic()
     remove_extensions()
+    log = ROOT / "build" / "native" / "build.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
     try:
-        build(jobs=os.cpu_count() or 1)
-    except BaseException:
+        # mypyc's notes and the compiler's command lines go to the log; shown
+        # only when the build fails.
+        with log.open("w") as out, redirected(out.fileno()):
+            build(jobs=os.cpu_count() or 1)
+    except BaseException as exc:
         remove_extensions()  # never leave half a build to shadow the sources
-        raise
+        sys.stderr.write(log.read_text()[-20000:])
+        print(
+            f"mxgate: the compiled build failed ({exc!r}); log: {log}\n"
+            "mxgate: MXGATE_PURE=1 runs mxgate as plain Python, without compiling",
+            file=sys.stderr,
+        )
+        return 1
     native.STAMP.write_text(digest + "\n")
     print(f"mxgate: compiled in {time.monotonic() - started:.0f} s")
     return 0
