@@ -3,7 +3,7 @@
 The SMTP receive path, the spool and the queue manager's delivery path are
 compiled to C extension modules with mypyc (``scripts/build-native``, run by
 both README commands): the same typed Python, without the interpreter's
-dispatch. BENCHMARKS.md ("Compiled modules") shows what it gains; the source
+dispatch. BENCHMARKS.md (session 5) shows what it gains; the source
 stays the one truth, and a module missing its extension runs as plain Python.
 
 An extension takes precedence over its ``.py`` at import, so a copy built from
