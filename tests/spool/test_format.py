@@ -324,3 +324,32 @@ def test_queue_ids_stay_unique_within_one_microsecond() -> None:
 )
 def test_invalid_queue_ids(text: str) -> None:
     assert not is_queue_id(text)
+
+
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(_JSON_VALUES)
+@settings(max_examples=300)
+def test_the_one_shot_encoder_writes_what_the_json_module_writes(value: object) -> None:
+    from mxgate.spool.format import _encode_json
+
+    assert _encode_json(value) == json.dumps(value, ensure_ascii=False, allow_nan=False)
+
+
+def test_the_one_shot_encoder_refuses_what_json_refuses() -> None:
+    from mxgate.spool.format import _encode_json
+
+    for bad in (float("nan"), float("inf"), {"when": float("-inf")}):
+        with pytest.raises(ValueError):
+            _encode_json(bad)
+    with pytest.raises(TypeError):
+        _encode_json({1, 2})

@@ -33,8 +33,11 @@ class SmtpCounts:
     changes: int = 0  # bumped on every change: is a new line worth sending?
 
     def session_closed(self, commands: Mapping[str, int], rejected: Mapping[str, int]) -> None:
-        self.commands.update(commands)
-        self.rejected.update(rejected)
+        # Not Counter.update: compiled, this loop costs less than its call.
+        for verb, n in commands.items():
+            self.commands[verb] = self.commands.get(verb, 0) + n
+        for verb, n in rejected.items():
+            self.rejected[verb] = self.rejected.get(verb, 0) + n
         self.changes += 1
 
     def accepted(self, size: int) -> None:

@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, cast
 
@@ -115,8 +114,9 @@ class Session(asyncio.Protocol):
         self.client = client_label(None, self.client_ip)
         self.helo = ""
         self.esmtp = False
-        self.counts: Counter[str] = Counter()
-        self.failed: Counter[str] = Counter()  # refused commands, per verb
+        # Plain dicts: a Counter's missing-key path is interpreted Python.
+        self.counts: dict[str, int] = {}
+        self.failed: dict[str, int] = {}  # refused commands, per verb
         self.tx: Transaction | None = None
         self.closing = False  # the worker shuts down: end between transactions
         self.done: asyncio.Future[None] = self.loop.create_future()
@@ -242,26 +242,26 @@ class Session(asyncio.Protocol):
                     return  # committing; _committed goes on from here
                 out.append(conn.send(reply))
             elif isinstance(event, Helo):
-                self.counts["ehlo" if event.extended else "helo"] += 1
+                _bump(self.counts, "ehlo" if event.extended else "helo")
                 self.helo = _printable(event.name)
                 self.esmtp = self.esmtp or event.extended
                 self._drop_transaction()
             elif isinstance(event, DataRejected | Rset):
-                self.counts["rset" if isinstance(event, Rset) else "data"] += 1
+                _bump(self.counts, "rset" if isinstance(event, Rset) else "data")
                 if isinstance(event, DataRejected):
                     self._log_reject("END-OF-MESSAGE", event.reply)
                 self._drop_transaction()
             elif isinstance(event, StartTls):
-                self.counts["starttls"] += 1
+                _bump(self.counts, "starttls")
                 self._send(b"".join(out) + conn.data_to_send())
                 self._wait(self._start_tls())
                 return
             elif isinstance(event, ProtocolViolation):
                 verb = _counted_verb(event.command)
-                self.counts[verb] += 1
-                self.failed[verb] += 1
+                _bump(self.counts, verb)
+                _bump(self.failed, verb)
             elif isinstance(event, Quit):
-                self.counts["quit"] += 1
+                _bump(self.counts, "quit")
             elif isinstance(event, ConnectionClosed):
                 self._send(b"".join(out) + conn.data_to_send())
                 self._log_close(event)
@@ -270,7 +270,7 @@ class Session(asyncio.Protocol):
                     self.transport.close()
                 return
             else:
-                self.counts[type(event).__name__.lower()] += 1
+                _bump(self.counts, type(event).__name__.lower())
         data = b"".join(out) + conn.data_to_send()
         if conn.errors > self.settings.soft_error_limit:  # rare: checked inline
             delay = self._error_delay(errors_before)
@@ -412,7 +412,7 @@ class Session(asyncio.Protocol):
 
     # -- MAIL and RCPT ----------------------------------------------------
     def _on_mail(self, event: MailFrom) -> Reply:
-        self.counts["mail"] += 1
+        _bump(self.counts, "mail")
         if event.address:
             parsed = parse_path(event.address, smtputf8=event.smtputf8)
             if isinstance(parsed, AddressError):
@@ -422,7 +422,7 @@ class Session(asyncio.Protocol):
         return OK_SENDER
 
     def _on_rcpt(self, event: RcptTo) -> Reply:
-        self.counts["rcpt"] += 1
+        _bump(self.counts, "rcpt")
         tx = self.tx
         assert tx is not None, "the protocol asks RCPT only inside a transaction"
         decision = decide_recipient(
@@ -483,7 +483,7 @@ class Session(asyncio.Protocol):
     def _on_data_end(self, event: DataEnd) -> Reply | None:
         """The reply to the end of DATA, or None while the spool commits (the
         reply then comes from ``_committed`` or the commit task)."""
-        self.counts["data"] += 1
+        _bump(self.counts, "data")
         tx = self.tx
         assert tx is not None and tx.queue_id is not None
         if tx.failure is None and tx.headers.received > self.settings.hopcount_limit:
@@ -580,7 +580,7 @@ class Session(asyncio.Protocol):
     ) -> None:
         verb = _REJECT_VERBS.get(stage)
         if verb is not None:
-            self.failed[verb] += 1
+            _bump(self.failed, verb)
         if sender is None and self.tx is not None:
             sender = self.tx.mail.address
         self.log.reject(
@@ -608,6 +608,10 @@ class Session(asyncio.Protocol):
         self.log.disconnect(self.client, counts, failed)
         if self.worker_counts is not None:
             self.worker_counts.session_closed(self.counts, self.failed)
+
+
+def _bump(counts: dict[str, int], key: str) -> None:
+    counts[key] = counts.get(key, 0) + 1
 
 
 # The command a reject line's stage refers to, for the disconnect line's counts.
