@@ -23,6 +23,18 @@ class Reply:
     enhanced: str
     text: str
 
+    # Written out rather than generated: compiled, these run as C, and every
+    # reply sent is a cache lookup (smtp.replies.render).
+    def __hash__(self) -> int:
+        return hash((self.code, self.enhanced, self.text))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Reply):
+            return NotImplemented
+        return (
+            self.code == other.code and self.enhanced == other.enhanced and self.text == other.text
+        )
+
     @property
     def is_positive(self) -> bool:
         return 200 <= self.code < 400

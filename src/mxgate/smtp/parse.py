@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
-from typing import Literal
+from typing import Final, Literal
 
 from mxgate.core.reply import BAD_RECIPIENT_SYNTAX, BAD_SENDER_SYNTAX, Reply
 
@@ -64,15 +63,22 @@ _VERBS: dict[str, Verb] = {v.value: v for v in Verb if v not in (Verb.FORBIDDEN,
 _VERBS.update(GET=Verb.FORBIDDEN, POST=Verb.FORBIDDEN, CONNECT=Verb.FORBIDDEN)
 
 
-@dataclass(frozen=True, slots=True)
 class Command:
     """One well-formed command line: ``name`` is the upper-cased verb word,
-    ``arg`` the rest without outer blanks, ``length`` the octets incl. CRLF."""
+    ``arg`` the rest without outer blanks, ``length`` the octets incl. CRLF.
 
-    verb: Verb
-    name: str
-    arg: str
-    length: int
+    A plain class, not a frozen dataclass: one is made per command, and a
+    dataclass's generated ``__init__`` stays interpreted Python when compiled.
+    """
+
+    def __init__(self, verb: Verb, name: str, arg: str, length: int) -> None:
+        self.verb: Final = verb
+        self.name: Final = name
+        self.arg: Final = arg
+        self.length: Final = length
+
+    def __repr__(self) -> str:
+        return f"Command({self.verb!r}, {self.name!r}, {self.arg!r}, {self.length!r})"
 
 
 _BLANKS = re.compile(r"[ \t]+")
