@@ -822,6 +822,7 @@ class Bench:
                 "mxgate": self.mxgate.version(),
                 "mxgate_source": source_state(),
                 "mxgate_build": build_state(),
+                "mxgate_workers": self.mxgate.workers,
                 "load_average_at_start": os.getloadavg(),
             },
             "ports": dataclasses.asdict(self.ports),

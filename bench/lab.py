@@ -29,6 +29,8 @@ from pathlib import Path
 
 import psutil
 
+from mxgate.supervisor import default_worker_count
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 POSTFIX_TEMPLATES = BENCH_DIR / "postfix"
@@ -568,7 +570,9 @@ def mxgate_env() -> dict[str, str]:
 class Mxgate:
     """``mxgate serve --config bench.toml`` on 127.0.0.1:``port``."""
 
-    def __init__(self, root: Path, ports: Ports, dns_port: int, workers: int = 2) -> None:
+    def __init__(self, root: Path, ports: Ports, dns_port: int, workers: int = 0) -> None:
+        """``workers``: 0 for mxgate's own default on this machine (written out,
+        so that the start can wait for each of them to listen)."""
         self.root = root
         self.config = root / "bench.toml"
         self.logfile = root / "mxgate.log"
@@ -576,7 +580,7 @@ class Mxgate:
         self.state = root / "state"
         self.ports = ports
         self.dns_port = dns_port
-        self.workers = workers
+        self.workers = workers or default_worker_count()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def configure(self, pg: Postgres) -> None:

@@ -107,7 +107,7 @@ def main() -> None:
     p.add_argument("--duration", type=float, default=4.0)
     p.add_argument("--reps", type=int, default=1)
     p.add_argument("--profile", type=Path)
-    p.add_argument("--workers", type=int, default=0, help="SMTP worker processes (default 2)")
+    p.add_argument("--workers", type=int, default=0, help="SMTP workers (default: mxgate's)")
     p.add_argument(
         "--workdir", type=Path, default=Path(os.environ.get("MXBENCH_DIR", "/tmp/mxgate-bench"))
     )

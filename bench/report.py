@@ -637,7 +637,8 @@ def markdown(results: dict[str, Any], chart: Path, results_file: Path) -> str:
         " (source, destination), `transport` unique on (domain, node), change-capture"
         " triggers and lower() indexes). A copy, so that the reference reads the tutorial's"
         " schema untouched; the rows are the same (counted after set-up). mxgate runs as"
-        f" `{meta['commands']['mxgate']}` with `workers = 2`, `listen = 127.0.0.1:"
+        f" `{meta['commands']['mxgate']}` with `workers = {meta.get('mxgate_workers', 2)}`"
+        " (mxgate's default: one per core less one), `listen = 127.0.0.1:"
         f"{meta['ports']['mxgate']}`, `mynetworks = 127.0.0.1/32`, `relayhost` = sink A,"
         " `dns_nameservers` = a loopback UDP port that is bound but never answers, spool and"
         " state under the work directory (same file system as Postfix's queue). It logs every"
@@ -724,7 +725,7 @@ def profile_reading(prof: dict[str, Any], rows: list[dict[str, Any]]) -> list[st
         cpu["worker"] = r50["mxgate"]["cpu_own_s_per_1000"] - cpu["master"]
     roles = {
         "master": "queue manager and delivery",
-        "worker": "SMTP server and spool commits; the figure is both workers'",
+        "worker": "SMTP server and spool commits; the figure is all workers' together",
     }
     for process in ("master", "worker"):
         data = prof.get(f"{process} --gil") or prof.get(process) or {}
@@ -886,9 +887,9 @@ def observations(results: dict[str, Any]) -> list[str]:
             f" {mx_keep:.0%} for mxgate ({num(r50['mxgate']['e2e_rate'])} of"
             f" {num(r50['mxgate']['accept_rate'])} messages/s): "
             + (
-                "mxgate's queue manager keeps up with its two SMTP workers."
+                "mxgate's queue manager keeps up with its SMTP workers."
                 if keeps_up
-                else "mxgate's single queue-manager process falls behind its two SMTP workers"
+                else "mxgate's single queue-manager process falls behind its SMTP workers"
                 " and the backlog drains after the load stops (see the profile below)."
             )
         )

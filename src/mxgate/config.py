@@ -269,7 +269,7 @@ SETTINGS: dict[str, Setting] = {
     "smtpd_tls_cert_file": Setting(parse_str, "PEM certificate chain; enables STARTTLS"),
     "smtpd_tls_key_file": Setting(parse_str, "PEM private key for STARTTLS"),
     "hopcount_limit": Setting(parse_int, "Received: headers before a message is a loop"),
-    "workers": Setting(parse_int, "SMTP worker processes (0: one per core)"),
+    "workers": Setting(parse_int, "SMTP worker processes (0: one per core less one, at least one)"),
     "spool_dir": Setting(parse_str, "queue directory"),
     "maximal_queue_lifetime": Setting(parse_duration, "time in queue before a bounce"),
     "bounce_queue_lifetime": Setting(parse_duration, "time in queue for a bounce"),
