@@ -211,6 +211,7 @@ def cf_text(name: str) -> str:
 def markdown(results: dict[str, Any], chart: Path, results_file: Path) -> str:
     meta = results["meta"]
     m = meta["machine"]
+    worker_count = m.get("mxgate_workers", 2)  # runs before it was recorded had two
     s = results["summary"]
     plan = meta["plan"]
     scale = meta["scale"]
@@ -637,7 +638,7 @@ def markdown(results: dict[str, Any], chart: Path, results_file: Path) -> str:
         " (source, destination), `transport` unique on (domain, node), change-capture"
         " triggers and lower() indexes). A copy, so that the reference reads the tutorial's"
         " schema untouched; the rows are the same (counted after set-up). mxgate runs as"
-        f" `{meta['commands']['mxgate']}` with `workers = {meta.get('mxgate_workers', 2)}`"
+        f" `{meta['commands']['mxgate']}` with `workers = {worker_count}`"
         " (mxgate's default: one per core less one), `listen = 127.0.0.1:"
         f"{meta['ports']['mxgate']}`, `mynetworks = 127.0.0.1/32`, `relayhost` = sink A,"
         " `dns_nameservers` = a loopback UDP port that is bound but never answers, spool and"
