@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from mxgate import supervisor
@@ -14,5 +16,5 @@ from mxgate import supervisor
 def test_one_worker_per_core_less_the_queue_managers_and_never_none(
     monkeypatch: pytest.MonkeyPatch, cores: int, workers: int
 ) -> None:
-    monkeypatch.setattr(supervisor.os, "sched_getaffinity", lambda pid: set(range(cores)))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
     assert supervisor.default_worker_count() == workers

@@ -47,6 +47,9 @@ def decode(wire: bytes) -> bytes:
         ([b"unix\nline\n.dot\n"], b"unix\r\nline\r\n..dot\r\n.\r\n"),
         ([b"bare\rcr\r"], b"bare\r\ncr\r\n.\r\n"),
         ([b"smuggle\n.\r\nMAIL FROM:<x>\r\n"], b"smuggle\r\n..\r\nMAIL FROM:<x>\r\n.\r\n"),
+        # CRLF only (the common case, counted rather than rewritten):
+        ([b"a\r\n", b".b\r\n.c\r\n", b"d"], b"a\r\n..b\r\n..c\r\nd\r\n.\r\n"),
+        ([b"a\r\n.", b"b\r\n"], b"a\r\n..b\r\n.\r\n"),
     ],
 )
 def test_dot_stuffing_and_line_ends(chunks: list[bytes], wire: bytes) -> None:
