@@ -325,6 +325,8 @@ def default_worker_count() -> int:
     CPU at full load, and every worker adds a sync helper and commits in its
     own batches (smaller ones, so more fdatasyncs): on 2 cores one worker took
     8-15% more messages per second than two at 10 sessions (bench/,
-    smtp-source, 1 and 5 recipients) and as many or more at 1 and 50.
+    smtp-source, 1 and 5 recipients) and as many or more at 1 and 50. Set
+    ``workers`` higher where the SMTP side alone needs more than that (many
+    TLS handshakes, say): the workers share the listening sockets either way.
     """
     return max(1, len(os.sched_getaffinity(0)) - 1)
