@@ -132,7 +132,7 @@ class BodyEncoder:
             if self._at_line_start and chunk.startswith(b"."):
                 chunk = b"." + chunk
             self._at_line_start = chunk.endswith(b"\n")
-            return chunk.replace(b"\n.", b"\n..") if b"\n." in chunk else chunk
+            return chunk.replace(b"\n.", b"\n..")  # the chunk itself when no line starts with "."
         text = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n.", b"\n..")
         if self._at_line_start and text.startswith(b"."):
             text = b"." + text
