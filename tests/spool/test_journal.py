@@ -106,6 +106,27 @@ def test_a_full_segment_is_sealed_and_the_next_one_started(tmp_path: Path) -> No
     assert len({name for name, _, _ in ticks}) >= 2
 
 
+def test_a_batch_is_answered_before_the_queue_manager_hears_of_it(tmp_path: Path) -> None:
+    # The tick wakes the master; the sessions' 250s go out first.
+    events: list[str] = []
+    names = iter(f"SEG{n:05d}" for n in range(100))
+    for fails in (False, True):
+        writer = (FailingSync if fails else JournalWriter)(tmp_path, lambda: next(names))
+        committer = JournalCommitter(writer, lambda *tick: events.append("tick"))
+
+        async def batch(committer: JournalCommitter = committer) -> None:
+            done = asyncio.get_running_loop().create_future()
+            for n in range(3):
+                committer.submit(f"M{n:07d}", _frame(f"M{n:07d}"), lambda e: events.append("done"))
+            committer.submit("M9999999", _frame("M9999999"), done.set_result)
+            await done
+
+        events.clear()
+        asyncio.run(batch())
+        assert events == ["done", "done", "done", "tick"], fails
+        committer.close()
+
+
 class FailingSync(JournalWriter):
     def sync(self) -> None:
         raise OSError(5, "Input/output error")
