@@ -28,12 +28,13 @@ Never speaks SMTP and never reads the settings: it runs the command it is given.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+
+from mxgate.cpus import available_cpus
 
 RESTART_PAUSE = 1.0
 # New workers that do not listen by then count as failed: at start, serve exits;
@@ -320,6 +321,8 @@ def worker_command(config_file: str | None) -> list[str]:
 
 def default_worker_count() -> int:
     """One SMTP worker per core, less one for the queue manager; at least one.
+    Cores are those this process may use (its affinity and a container's CPU
+    quota: ``cpus.py``).
 
     The master (queue manager and delivery) uses about a quarter of mxgate's
     CPU at full load, and every worker adds a sync helper and commits in its
@@ -329,4 +332,4 @@ def default_worker_count() -> int:
     ``workers`` higher where the SMTP side alone needs more than that (many
     TLS handshakes, say): the workers share the listening sockets either way.
     """
-    return max(1, len(os.sched_getaffinity(0)) - 1)
+    return max(1, available_cpus() - 1)
