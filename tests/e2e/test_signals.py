@@ -13,6 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from mxgate.cpus import available_cpus
 from mxgate.spool import Spool
 from tests.e2e.conftest import GatewayFactory
 from tests.e2e.gateway import (
@@ -148,6 +149,19 @@ def test_workers_stop_when_the_master_is_killed(start_gateway: GatewayFactory) -
     assert gateway.log(mark).count("warning: the master process is gone; stopping") == 2
     with pytest.raises(ConnectionRefusedError):
         gateway.raw(INSIDE, timeout=5).close()
+
+
+def test_workers_0_starts_one_per_usable_core_less_one(start_gateway: GatewayFactory) -> None:
+    gateway = start_gateway(workers=0)
+    cores = available_cpus()
+    expected = max(1, cores - 1)
+    deadline = time.monotonic() + 30
+    while len(gateway.worker_processes()) < expected:
+        assert time.monotonic() < deadline, gateway.log()
+        time.sleep(0.05)
+    assert len(gateway.worker_processes()) == expected
+    said = f"with {expected} worker(s) (workers = 0: {cores} usable core(s) less one)"
+    assert said in gateway.log()
 
 
 # -- SIGHUP -------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from mxgate import native
 from mxgate.app import database, master_settings, worker_settings
 from mxgate.cli.common import ConfigOption, fail, settings
 from mxgate.config import ConfigError, load_config, split_endpoint
+from mxgate.cpus import available_cpus
 from mxgate.maillog import configure_diagnostics
 from mxgate.master import run_master
 from mxgate.sockets import ListenSockets
@@ -111,7 +112,10 @@ def serve(config: ConfigOption = None) -> None:
             sockets = ListenSockets([split_endpoint(item) for item in cfg.listen], count)
         except OSError as exc:
             fail(f"fatal: cannot listen: {exc}")
-        _say(f"SMTP on {', '.join(cfg.listen)} with {count} worker(s); queue in {cfg.spool_dir}")
+        why = "" if cfg.workers else f" (workers = 0: {available_cpus()} usable core(s) less one)"
+        _say(
+            f"SMTP on {', '.join(cfg.listen)} with {count} worker(s){why}; queue in {cfg.spool_dir}"
+        )
         supervisor = Supervisor(
             worker_command(None),
             count,
