@@ -265,7 +265,9 @@ SETTINGS: dict[str, Setting] = {
     "smtpd_error_sleep_time": Setting(
         parse_duration, "reply delay past smtpd_soft_error_limit errors (0: none)"
     ),
-    "smtpd_client_connection_count_limit": Setting(parse_int, "connections per client IP"),
+    "smtpd_client_connection_count_limit": Setting(
+        parse_int, "connections per client IP, counted by each SMTP worker"
+    ),
     "smtpd_tls_cert_file": Setting(parse_str, "PEM certificate chain; enables STARTTLS"),
     "smtpd_tls_key_file": Setting(parse_str, "PEM private key for STARTTLS"),
     "hopcount_limit": Setting(parse_int, "Received: headers before a message is a loop"),
