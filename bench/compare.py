@@ -11,6 +11,9 @@ loopback limit, interleaved and repeated:
   throughput   accept and end-to-end rate, concurrency 1, 10, 50, 1 and 5
                recipients, 4 KiB messages, from 127.0.0.2-127.0.0.6 (outside
                mynetworks); CPU seconds per 1000 messages; RCPT latency
+  placement    one session at a time, the floor (floor.py) and mxgate with
+               the client on the same CPU, on another, or where the scheduler
+               puts it (placement.py)
   latency      RCPT and end-of-DATA reply latency at a fixed offered load
                (100 messages/s over 10 sessions, open loop), both gateways
   rejection    unknown recipients (dictionary attack), 9 per session
@@ -36,6 +39,7 @@ import platform
 import re
 import resource
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -49,6 +53,7 @@ from typing import Any
 
 import asyncpg
 import lab
+import placement
 import psutil
 from lab import log
 from loadgen import ClientProtocol, connect
@@ -513,6 +518,40 @@ class Bench:
                 system, 10, 1, -1, max(1.0, float(self.plan["duration"]) / 2), record=False
             )
 
+    # -- one client at a time: where the two ends run ----------------------------
+    def placement(self) -> None:
+        """c=1, 1 recipient, for the floor and mxgate, with the server and the
+        load client pinned to one CPU, to two, or left to the scheduler: on a
+        VM whose idle vCPUs halt, a round trip across vCPUs costs wake-ups
+        that one on a single vCPU does not, and that decides the c=1 rate."""
+        if len(os.sched_getaffinity(0)) < 2 or self.mxgate.pid is None:
+            return
+        reps = min(2, int(self.plan["reps"]))
+        duration = float(self.plan["duration"])
+        log(f"placement: {reps} rounds, floor and mxgate, c=1, 1 rcpt, {duration:g} s each")
+        with socket.socket() as probe:
+            probe.bind((lab.LOOPBACK, 0))
+            floor_port = probe.getsockname()[1]
+        floor = placement.start_floor(floor_port, self.root)
+        recipient = "user@d0.bench.example"
+        servers = {
+            "floor": (floor_port, [floor.pid]),
+            "mxgate": (self.ports.mxgate, placement.mxgate_workers(self.ports.mxgate)),
+        }
+        found: dict[str, dict[str, list[float]]] = {}
+        try:
+            for rep in range(reps):
+                for system, (port, pids) in servers.items():
+                    for where in placement.placements():
+                        rate = placement.placed_rate(port, pids, where, duration, recipient)
+                        found.setdefault(system, {}).setdefault(where, []).append(rate)
+                        log(f"  {system:7s} {where:8s} rep {rep}: {rate:7.1f}/s")
+                self.wait_idle("mxgate")
+        finally:
+            floor.send_signal(signal.SIGTERM)
+            floor.wait(timeout=30)
+        self.results["placement"] = found
+
     # -- latency at a fixed offered load ------------------------------------------------
     def latency(self) -> None:
         reps = int(self.plan["reps"])
@@ -773,6 +812,7 @@ class Bench:
             self.setup()
             self.warmup()
             self.throughput()
+            self.placement()
             self.latency()
             self.rejection()
             self.profile()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -405,6 +406,7 @@ def markdown(results: dict[str, Any], chart: Path, results_file: Path) -> str:
         add("")
 
     # -- other measures
+    L.extend(placement_section(results, rows))
     add("## Rejections, memory, edits, outage")
     add("")
     add("| measure | Postfix (tutorial) | mxgate | mxgate/Postfix |")
@@ -685,6 +687,7 @@ def markdown(results: dict[str, Any], chart: Path, results_file: Path) -> str:
     add("```sh")
     add("bench/run.sh            # full run (under 30 minutes); --quick: under 5 minutes")
     add("python bench/report.py  # redraw BENCHMARKS.md and the chart from bench/results.json")
+    add("python bench/placement.py --mxgate 127.0.0.1:2525  # c=1 by placement, with reply times")
     add("```")
     add("")
     add(
@@ -701,12 +704,53 @@ def markdown(results: dict[str, Any], chart: Path, results_file: Path) -> str:
         "Files: `bench/run.sh` (entry point: installs postfix, postfix-pgsql and"
         " `.[bench]`, then runs `bench/compare.py`), `bench/compare.py` (the runs),"
         " `bench/lab.py` (PostgreSQL, data set, Postfix, mxgate, sinks, CPU and memory"
-        " accounting), `bench/loadgen.py` (the load client), `bench/report.py` (this file and"
-        " the chart), `bench/postfix/` (the reference's configuration),"
+        " accounting), `bench/loadgen.py` (the load client), `bench/placement.py` and"
+        " `bench/floor.py` (one session at a time, by CPU placement), `bench/report.py`"
+        " (this file and the chart), `bench/postfix/` (the reference's configuration),"
         f" `{results_file}` (every run, raw)."
     )
     add("")
     return "\n".join(L)
+
+
+def placement_section(results: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    """The c=1 rates of the floor and mxgate by where the client runs (placement.py)."""
+    found = results.get("placement")
+    if not found:
+        return []
+    postfix = next(
+        (r["postfix"]["accept_rate"] for r in rows if r["concurrency"] == 1 and r["rcpts"] == 1),
+        None,
+    )
+    out = [
+        "## One session at a time: where the client and the server run",
+        "",
+        "c=1, 1 recipient, `smtp-source` against the floor (`bench/floor.py`: fixed replies"
+        " and one fdatasync per message, nothing else) and against mxgate's SMTP worker,"
+        " each pinned to one CPU with the client on the same CPU (*together*) or on the other"
+        " (*apart*), or neither pinned (*free*: where the scheduler puts them, as in the"
+        " throughput runs). Messages/s of each round, and the median over Postfix's c=1,"
+        " 1 rcpt accept rate of this run"
+        + (f" ({num(postfix)}/s)" if postfix else "")
+        + ". On this VM an idle vCPU halts, so a round trip between two vCPUs pays two"
+        " wake-ups that one inside a vCPU does not (`bench/placement.py` also times each"
+        " reply).",
+        "",
+        "| server | together | apart | free |",
+        "|---|--:|--:|--:|",
+    ]
+    for system in ("floor", "mxgate"):
+        cells = []
+        for where in ("together", "apart", "free"):
+            rates = found.get(system, {}).get(where, [])
+            shown = ", ".join(num(r) for r in rates) or "–"
+            median = statistics.median(rates) if rates else None
+            if postfix and median is not None:
+                shown += f" ({times(median / postfix)})"
+            cells.append(shown)
+        out.append(f"| {system} | {' | '.join(cells)} |")
+    out.append("")
+    return out
 
 
 def share(prof: dict[str, Any], process: str, kind: str, *functions: str) -> float:
