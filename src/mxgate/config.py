@@ -266,7 +266,7 @@ SETTINGS: dict[str, Setting] = {
         parse_duration, "reply delay past smtpd_soft_error_limit errors (0: none)"
     ),
     "smtpd_client_connection_count_limit": Setting(
-        parse_int, "connections per client IP, counted by each SMTP worker"
+        parse_int, "connections per client IP, over all SMTP workers (0: no limit)"
     ),
     "smtpd_tls_cert_file": Setting(parse_str, "PEM certificate chain; enables STARTTLS"),
     "smtpd_tls_key_file": Setting(parse_str, "PEM private key for STARTTLS"),

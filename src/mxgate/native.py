@@ -62,6 +62,7 @@ RECEIVE_PATH: tuple[str, ...] = (
     "mxgate.spool.sync_helper",
     # Per session, beside the above.
     "mxgate.metrics.counts",
+    "mxgate.client_counts",
     "mxgate.worker",  # its closures run per session and per commit (the session
     # factory, the quiet check, the master channel's ticks): 4% of a worker's CPU
     "mxgate.core.srs",

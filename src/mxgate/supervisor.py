@@ -34,6 +34,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 
+from mxgate.client_counts import ClientTable
 from mxgate.cpus import available_cpus
 
 RESTART_PAUSE = 1.0
@@ -55,13 +56,17 @@ class Supervisor:
         on_worker_gone: Callable[[list[str]], None] | None = None,
         listen_fds: Callable[[int], list[int]] | None = None,
         close_listeners: Callable[[], None] | None = None,
+        clients: ClientTable | None = None,
     ) -> None:
         """``listen_fds(slot)``: the listening sockets worker slot ``slot``
         inherits (sockets.py); None: each worker binds its own.
         ``close_listeners()``: close ours when stopping, so that new clients
-        are refused at once rather than queued for workers that are leaving."""
+        are refused at once rather than queued for workers that are leaving.
+        ``clients``: the connection counts the workers share (a row each)."""
         self.listen_fds = listen_fds
         self.close_listeners = close_listeners
+        self.clients = clients
+        self._rows: dict[int, int] = {}  # worker pid -> its row of ``clients``
         self._slot: dict[int, int] = {}  # worker pid -> slot
         self.on_journal = on_journal
         self.on_worker_gone = on_worker_gone
@@ -83,6 +88,13 @@ class Supervisor:
     def _spawn(self, slot: int) -> subprocess.Popen[bytes]:
         ours, theirs = socket.socketpair()  # neither end is inherited by default
         listening = self.listen_fds(slot) if self.listen_fds is not None else []
+        table = self.clients
+        row = table.take() if table is not None else None
+        if table is not None and row is None:
+            self.log("warning: no row left in the shared client counts: this worker counts alone")
+        shared: list[str] = []  # the option, and the table's descriptor to inherit
+        if table is not None and row is not None:
+            shared = ["--clients", f"{table.fd}:{row}:{table.rows}"]
         try:
             proc = subprocess.Popen(
                 [
@@ -90,16 +102,25 @@ class Supervisor:
                     "--master-fd",
                     str(theirs.fileno()),
                     *(arg for fd in listening for arg in ("--listen-fd", str(fd))),
+                    *shared,
                 ],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
-                pass_fds=(theirs.fileno(), *listening),
+                pass_fds=(
+                    theirs.fileno(),
+                    *listening,
+                    *([table.fd] if table is not None and shared else []),
+                ),
             )
         except BaseException:
             ours.close()
+            if table is not None and row is not None:
+                table.give_back(row)
             raise
         finally:
             theirs.close()
+        if row is not None:
+            self._rows[proc.pid] = row
         self.workers[proc.pid] = proc
         self._slot[proc.pid] = slot
         self._channels[proc.pid] = ours
@@ -193,6 +214,9 @@ class Supervisor:
         if segments and self.on_worker_gone is not None:
             self.on_worker_gone(sorted(segments))
         self._slot.pop(pid, None)
+        row = self._rows.pop(pid, None)
+        if row is not None and self.clients is not None:
+            self.clients.give_back(row)  # its connections ended with it
         readiness = self._ready.pop(pid, None)
         if readiness is not None and not readiness.done():
             readiness.set_result(False)

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mxgate.client_counts import ClientCounts
 from mxgate.core.srs_keys import SrsContext, SrsSettings
 from mxgate.directory import SnapshotHolder, SrsKeyHolder
 from mxgate.directory.memory import fewer_young_collections
@@ -52,6 +53,8 @@ class WorkerSettings:
     srs: SrsSettings | None = None  # None: SRS off
     listen_fds: tuple[int, ...] = ()  # sockets from the master; empty: bind endpoints
     srs_cache_path: Path | None = None
+    # The master's shared connection counts (client_counts.py): fd, our row, rows.
+    client_counts: tuple[int, int, int] | None = None
 
 
 class MasterChannel:
@@ -241,6 +244,12 @@ async def run_worker(settings: WorkerSettings, master_fd: int | None = None) -> 
 
     reporting = asyncio.create_task(report_counts(master)) if master is not None else None
 
+    shared_counts = None
+    if settings.client_counts is not None:
+        try:
+            shared_counts = ClientCounts(*settings.client_counts)
+        except (OSError, ValueError) as exc:
+            log.line("master", f"warning: connections per client counted here alone: {exc}")
     listener = Listener(
         settings.endpoints,
         new_session,
@@ -248,6 +257,7 @@ async def run_worker(settings: WorkerSettings, master_fd: int | None = None) -> 
         hostname=settings.session.hostname,
         per_client_limit=settings.per_client_limit,
         log=log,
+        shared_counts=shared_counts,
     )
     try:
         try:

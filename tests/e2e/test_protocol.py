@@ -304,6 +304,67 @@ def test_connection_limit_per_client(gateway: Gateway) -> None:
             client.close()
 
 
+def _greeting(gateway: Gateway, source: str) -> tuple[RawClient, int]:
+    client = gateway.raw(source)
+    return client, client.reply().code
+
+
+def test_connection_limit_counts_the_connections_of_every_worker(
+    start_gateway: GatewayFactory,
+) -> None:
+    """Three workers, a limit of 4: the kernel spreads one client's connections
+    over the workers, and still only 4 are let in (a count per worker would
+    let in up to 12). Once they close, the client may connect again."""
+    gateway = start_gateway(workers=3, smtpd_client_connection_count_limit=4)
+    mark = gateway.log_size()
+    opened = [_greeting(gateway, OUTSIDE) for _ in range(12)]
+    try:
+        codes = [code for _, code in opened]
+        assert codes.count(220) == 4 and codes.count(421) == 8, codes
+        # Connections went to more than one worker, so the count crossed them.
+        pids = set(
+            re.findall(r"smtpd\[(\d+)\]: (?:connect from|warning: Connection)", gateway.log(mark))
+        )
+        assert len(pids) > 1, gateway.log(mark)
+    finally:
+        for client, _ in opened:
+            client.close()
+
+    def admitted_again() -> bool:
+        client, code = _greeting(gateway, OUTSIDE)
+        client.close()
+        return code == 220
+
+    wait_until(admitted_again, timeout=10)
+    again = [_greeting(gateway, OUTSIDE) for _ in range(4)]
+    try:
+        assert [code for _, code in again] == [220] * 4
+    finally:
+        for client, _ in again:
+            client.close()
+
+
+def test_a_crashed_worker_leaves_no_count_behind(start_gateway: GatewayFactory) -> None:
+    """kill -9 of the worker that held a client's connections: its successor
+    counts from zero (the master clears the dead worker's row), so the client
+    is not refused for connections that no longer exist."""
+    gateway = start_gateway(workers=1, smtpd_client_connection_count_limit=2)
+    held = [_greeting(gateway, OUTSIDE) for _ in range(3)]
+    assert [code for _, code in held] == [220, 220, 421]
+    (worker,) = gateway.worker_processes()
+    worker.kill()
+    for client, _ in held:
+        client.close()
+
+    wait_until(lambda: gateway.log().count("listening on") >= 2, timeout=30)
+    again = [_greeting(gateway, OUTSIDE) for _ in range(3)]
+    try:
+        assert [code for _, code in again] == [220, 220, 421]
+    finally:
+        for client, _ in again:
+            client.close()
+
+
 # -- timeouts ---------------------------------------------------------------------------
 
 

@@ -17,6 +17,7 @@ import typer
 from mxgate import native
 from mxgate.app import database, master_settings, worker_settings
 from mxgate.cli.common import ConfigOption, fail, settings
+from mxgate.client_counts import ClientTable, parse_spec
 from mxgate.config import ConfigError, load_config, split_endpoint
 from mxgate.cpus import available_cpus
 from mxgate.maillog import configure_diagnostics
@@ -116,6 +117,12 @@ def serve(config: ConfigOption = None) -> None:
         _say(
             f"SMTP on {', '.join(cfg.listen)} with {count} worker(s){why}; queue in {cfg.spool_dir}"
         )
+        try:
+            # Rows for the workers, those a reload starts beside them, and spares.
+            clients: ClientTable | None = ClientTable(rows=4 * count)
+        except OSError as exc:
+            _say(f"warning: connections per client counted by each worker alone: {exc}")
+            clients = None
         supervisor = Supervisor(
             worker_command(None),
             count,
@@ -124,11 +131,14 @@ def serve(config: ConfigOption = None) -> None:
             check_reload=check_reload,
             listen_fds=sockets.fds,
             close_listeners=sockets.close,
+            clients=clients,
         )
         try:
             code = _run(run_master(master_settings(cfg, dsn), supervisor))
         finally:
             sockets.close()
+            if clients is not None:
+                clients.close()
     raise typer.Exit(code)
 
 
@@ -144,10 +154,17 @@ ListenFdOption = Annotated[
 ]
 
 
+ClientsOption = Annotated[
+    str | None,
+    typer.Option("--clients", hidden=True, help="FD:ROW:ROWS of the shared client counts."),
+]
+
+
 def worker(
     config: ConfigOption = None,
     master_fd: MasterFdOption = None,
     listen_fd: ListenFdOption = None,
+    clients: ClientsOption = None,
 ) -> None:
     """One SMTP worker process (started by serve; not for direct use)."""
     loaded = settings(config)
@@ -160,4 +177,9 @@ def worker(
         fail(f"cannot load the TLS certificate or key: {exc}")
     if listen_fd:
         ws = replace(ws, listen_fds=tuple(listen_fd))
+    if clients:
+        try:
+            ws = replace(ws, client_counts=parse_spec(clients))
+        except ValueError:
+            fail(f"--clients {clients}: expected FD:ROW:ROWS")
     raise typer.Exit(worker_main(ws, master_fd))

@@ -3,10 +3,11 @@
 Owns accepting connections (on sockets the master opened, see sockets.py, or
 on its own; SO_REUSEPORT either way, so several worker processes share a port
 and the kernel spreads clients across them), the per-client connection
-cap, the registry of live sessions, and the shutdown order: stop accepting,
-tell every session to end (those between transactions say 421 and hang up,
-the others finish their transaction first), wait for the sessions, then cut
-the ones that outstay the grace period.
+cap (over all workers when the master shares its table, client_counts.py;
+else over this worker's own connections), the registry of live sessions, and
+the shutdown order: stop accepting, tell every session to end (those between
+transactions say 421 and hang up, the others finish their transaction first),
+wait for the sessions, then cut the ones that outstay the grace period.
 
 Never speaks SMTP beyond the one 421 line it sends to a client over its cap.
 """
@@ -19,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, cast
 
+from mxgate.client_counts import ClientCounts
 from mxgate.maillog import MailLog, client_label
 from mxgate.server.session import Session
 from mxgate.sockets import BACKLOG
@@ -38,9 +40,11 @@ class Listener:
         per_client_limit: int,
         log: MailLog,
         inherited: tuple[int, ...] = (),
+        shared_counts: ClientCounts | None = None,
     ) -> None:
         """``inherited``: listening sockets from the master (sockets.py), used
-        instead of binding ``endpoints``."""
+        instead of binding ``endpoints``. ``shared_counts``: the connections of
+        every worker, for the per-client cap (client_counts.py)."""
         self.endpoints = endpoints
         self.inherited = inherited
         self.new_session = new_session
@@ -50,6 +54,7 @@ class Listener:
         self.servers: list[asyncio.Server] = []
         self.sessions: set[Session] = set()
         self.per_client: Counter[str] = Counter()
+        self.shared_counts = shared_counts
         self.closing = False
 
     async def start(self) -> None:
@@ -93,12 +98,15 @@ class Listener:
     def admit(self, session: Session) -> bool:
         """Sign a new connection in, or refuse it (over the per-client cap)."""
         ip = session.client_ip
-        if self.per_client_limit and self.per_client[ip] >= self.per_client_limit:
-            # Postfix's smtpd_client_connection_count_limit (per worker process here).
+        shared = self.shared_counts
+        limit = self.per_client_limit
+        # Postfix's smtpd_client_connection_count_limit.
+        count = (shared.count(ip) if shared is not None else self.per_client[ip]) if limit else 0
+        if limit and count >= limit:
             self.log.line(
                 "smtpd",
                 f"warning: Connection concurrency limit exceeded: "
-                f"{self.per_client[ip] + 1} from {client_label(None, ip)} for service smtp",
+                f"{count + 1} from {client_label(None, ip)} for service smtp",
             )
             transport = session.transport
             if transport is not None:
@@ -109,6 +117,8 @@ class Listener:
             return False
         self.sessions.add(session)
         self.per_client[ip] += 1
+        if shared is not None:
+            shared.add(ip)
         return True
 
     def forget(self, session: Session) -> None:
@@ -119,6 +129,8 @@ class Listener:
         self.per_client[ip] -= 1
         if not self.per_client[ip]:
             del self.per_client[ip]
+        if self.shared_counts is not None:
+            self.shared_counts.remove(ip)
 
     async def shutdown(self, grace: float, *, drain: bool = False) -> None:
         """Stop accepting, ask the sessions to end, wait up to ``grace`` seconds
