@@ -22,6 +22,10 @@ segments are handed over whole (``on_worker_gone``). About once a second it
 also writes its SMTP counts, an ``M <json>`` line (metrics/counts.py), which
 goes to ``on_counts``.
 
+With ``--clients FD:ROW:ROWS`` a worker gets a row of the connection counts
+all workers share (client_counts.py) for the per-client cap; the row is
+cleared when the worker has exited.
+
 Never speaks SMTP and never reads the settings: it runs the command it is given.
 """
 
@@ -92,9 +96,11 @@ class Supervisor:
         row = table.take() if table is not None else None
         if table is not None and row is None:
             self.log("warning: no row left in the shared client counts: this worker counts alone")
-        shared: list[str] = []  # the option, and the table's descriptor to inherit
+        shared: list[str] = []  # the worker's option, and the descriptor it inherits
+        inherit: list[int] = []
         if table is not None and row is not None:
             shared = ["--clients", f"{table.fd}:{row}:{table.rows}"]
+            inherit = [table.fd]
         try:
             proc = subprocess.Popen(
                 [
@@ -106,11 +112,7 @@ class Supervisor:
                 ],
                 env=self.env,
                 stdin=subprocess.DEVNULL,
-                pass_fds=(
-                    theirs.fileno(),
-                    *listening,
-                    *([table.fd] if table is not None and shared else []),
-                ),
+                pass_fds=(theirs.fileno(), *listening, *inherit),
             )
         except BaseException:
             ours.close()
