@@ -47,6 +47,8 @@ class ClientTable:
         """Raises OSError when shared memory cannot be had (the workers then
         count alone, as they did before)."""
         self.rows = rows
+        if not hasattr(os, "memfd_create"):  # Linux only
+            raise OSError("no memfd_create on this system")
         self.fd = os.memfd_create("mxgate-client-counts", os.MFD_CLOEXEC)
         try:
             os.ftruncate(self.fd, rows * BUCKETS * _COUNTER)
