@@ -3,6 +3,7 @@ and /healthz and /readyz say what a load balancer needs (SPEC section 11)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 from pathlib import Path
@@ -10,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import GatewayFactory
-from tests.e2e.gateway import INSIDE, OUTSIDE, Gateway, free_port, wait_until
+from tests.e2e.gateway import (
+    INSIDE,
+    OUTSIDE,
+    Gateway,
+    client_tls_context,
+    free_port,
+    wait_until,
+)
 from tests.metrics.http import get, samples
 
 
@@ -83,3 +91,41 @@ def test_counts_survive_a_reload(start_gateway: GatewayFactory) -> None:
     wait_until(lambda: not (old & gateway.worker_pids()), timeout=30)
     send(2)
     wait_until(lambda: samples(base).get(messages, 0) == 5, timeout=10)
+
+
+def test_tls_handshakes_and_connections_over_the_cap_are_counted(
+    start_gateway: GatewayFactory, tls_files: tuple[Path, Path]
+) -> None:
+    cert, key = tls_files
+    port = free_port()
+    gateway = start_gateway(
+        workers=1,
+        metrics_listen=f"{INSIDE}:{port}",
+        smtpd_tls_cert_file=str(cert),
+        smtpd_tls_key_file=str(key),
+        smtpd_client_connection_count_limit=2,
+    )
+    base = f"http://{INSIDE}:{port}"
+    with gateway.smtp(OUTSIDE) as smtp:
+        smtp.starttls(context=client_tls_context())
+        assert smtp.ehlo()[0] == 250
+    with gateway.raw(OUTSIDE) as raw:  # STARTTLS, then plaintext: no handshake
+        assert raw.reply().code == 220
+        assert raw.command("EHLO client.test").code == 250
+        assert raw.command("STARTTLS").code == 220
+        raw.send(b"this is not a TLS client hello\r\n" * 8)
+        with contextlib.suppress(OSError):  # perhaps a TLS alert, then the close
+            while raw.sock.recv(65536):
+                pass
+    held = [gateway.raw(OUTSIDE) for _ in range(3)]
+    try:
+        assert [client.reply().code for client in held] == [220, 220, 421]
+    finally:
+        for client in held:
+            client.close()
+    expected = {
+        ("mxgate_smtpd_tls_handshakes_total", (("result", "ok"),)): 1,
+        ("mxgate_smtpd_tls_handshakes_total", (("result", "failed"),)): 1,
+        ("mxgate_smtpd_refused_connections_total", (("reason", "client_limit"),)): 1,
+    }
+    wait_until(lambda: {k: samples(base).get(k) for k in expected} == expected, timeout=10)

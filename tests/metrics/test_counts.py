@@ -43,3 +43,30 @@ def test_malformed_lines_are_ignored() -> None:
     for payload in (b"", b"{", b"[]", b'{"key":"k"}', b'{"key":"k","connections":"x"}'):
         assert not totals.take_line(payload)
     assert totals.total().connections == 0
+
+
+def test_tls_handshakes_and_connections_turned_away_are_summed() -> None:
+    totals = SmtpTotals()
+    one, two = SmtpCounts(), SmtpCounts()
+    one.tls_handshake(True)
+    one.tls_handshake(True)
+    two.tls_handshake(False)
+    two.turned_away("client_limit")
+    totals.take_line(one.line("11:1.0")[2:-1])
+    totals.take_line(two.line("12:1.0")[2:-1])
+    total = totals.total()
+    assert total.tls == {"ok": 2, "failed": 1}
+    assert total.refused == {"client_limit": 1}
+
+
+def test_a_line_from_a_worker_before_tls_counts_is_still_taken() -> None:
+    """After an upgrade and a reload, old workers finishing their sessions
+    still send lines without the newer counts."""
+    totals = SmtpTotals()
+    old = (
+        b'{"key":"9:1.0","connections":2,"messages":1,"octets":10,'
+        b'"commands":{"ehlo":2},"rejected":{}}'
+    )
+    assert totals.take_line(old)
+    assert totals.total().connections == 2
+    assert totals.total().tls == {}

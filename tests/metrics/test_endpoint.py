@@ -31,6 +31,9 @@ def served(tmp_path: Path) -> Iterator[tuple[str, list[GatewayView], Now]]:
     counts.connected()
     counts.accepted(4096)
     counts.session_closed({"ehlo": 1, "mail": 1, "rcpt": 2, "data": 1}, {"rcpt": 1})
+    counts.tls_handshake(True)
+    counts.tls_handshake(False)
+    counts.turned_away("client_limit")
     totals.take_line(counts.line("7:1.0")[2:-1])
     now = Now()
     view = [
@@ -61,6 +64,9 @@ def test_metrics_in_the_prometheus_text_format(
     assert found[("mxgate_smtpd_message_octets_total", ())] == 4096
     assert found[("mxgate_smtpd_commands_total", (("command", "rcpt"),))] == 2
     assert found[("mxgate_smtpd_rejected_commands_total", (("command", "rcpt"),))] == 1
+    assert found[("mxgate_smtpd_tls_handshakes_total", (("result", "ok"),))] == 1
+    assert found[("mxgate_smtpd_tls_handshakes_total", (("result", "failed"),))] == 1
+    assert found[("mxgate_smtpd_refused_connections_total", (("reason", "client_limit"),))] == 1
     assert found[("mxgate_delivery_recipients_total", (("status", "sent"),))] == 5
     assert found[("mxgate_delivery_transactions_total", (("connection", "reused"),))] == 4
     assert found[("mxgate_queue_messages", (("queue", "deferred"),))] == 3

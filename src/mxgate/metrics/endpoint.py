@@ -80,6 +80,19 @@ class _GatewayCollector(Collector):
             smtp.rejected,
         )
         yield _by_label(
+            "mxgate_smtpd_tls_handshakes",
+            "STARTTLS handshakes, by result (ok, failed)",
+            "result",
+            smtp.tls,
+        )
+        yield _by_label(
+            "mxgate_smtpd_refused_connections",
+            "connections turned away before the greeting, by reason"
+            " (client_limit: smtpd_client_connection_count_limit)",
+            "reason",
+            smtp.refused,
+        )
+        yield _by_label(
             "mxgate_delivery_recipients",
             "delivery attempts per recipient, by outcome",
             "status",

@@ -103,6 +103,8 @@ class Listener:
         # Postfix's smtpd_client_connection_count_limit.
         count = (shared.count(ip) if shared is not None else self.per_client[ip]) if limit else 0
         if limit and count >= limit:
+            if session.worker_counts is not None:
+                session.worker_counts.turned_away("client_limit")
             self.log.line(
                 "smtpd",
                 f"warning: Connection concurrency limit exceeded: "

@@ -562,11 +562,18 @@ class Session(asyncio.Protocol):
             tls = await self.loop.start_tls(transport, self, context, server_side=True)
         except (ssl.SSLError, ConnectionError, OSError) as exc:
             self.log.line("smtpd", f"SSL_accept error from {self.client}: {exc}")
+            self._count_tls(False)
             raise ConnectionError("TLS handshake failed") from exc
         if tls is None:
+            self._count_tls(False)
             raise ConnectionError("TLS handshake failed")
+        self._count_tls(True)
         self.transport = tls
         self.conn.tls_established()
+
+    def _count_tls(self, ok: bool) -> None:
+        if self.worker_counts is not None:
+            self.worker_counts.tls_handshake(ok)
 
     # -- logging ----------------------------------------------------------
     def _log_reject(
