@@ -12,15 +12,16 @@ client's bucket over all rows is under the limit.
 Two things make the cap approximate, and only ever by little:
 - Addresses are hashed into 65,536 buckets; two addresses in one bucket share a
   count. That can only make the cap stricter for them (a 421, which the client
-  retries), never looser, and it takes two clients near the limit at once.
+  retries), never looser, and only once their connections together reach it.
 - Between reading the sum and writing its own row, another worker may admit a
   connection of the same client: for an instant the cap can be passed by one
   connection per worker (anvil avoids that by being a single process).
 
 The master hands each worker process a row of its own, cleared, and clears it
 again when that process has exited (its connections went with it), so a crash
-leaves no stale count behind. Rows are twice the workers and some: a reload
-runs the old and the new set side by side until the old sessions end.
+leaves no stale count behind. There are four rows per worker: a reload runs
+the old and the new set side by side until the old sessions end, and another
+reload may come before they have.
 """
 
 from __future__ import annotations
@@ -108,10 +109,6 @@ class ClientCounts:
         index = self.row * BUCKETS + bucket(ip)
         if self._view[index] > 0:
             self._view[index] -= 1
-
-    def close(self) -> None:
-        self._view.release()
-        self._map.close()
 
 
 def parse_spec(spec: str) -> tuple[int, int, int]:
