@@ -137,6 +137,7 @@ async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
                 snapshot_version=status.version,
                 in_flight=len(manager.in_flight),
                 recipients=manager.outcomes.copy(),
+                recipients_by_nexthop=manager.outcomes_by_nexthop.copy(),
                 transactions={"new": courier.pool.opened, "reused": courier.pool.reused},
                 stopping=stop.is_set(),
             )

@@ -315,6 +315,29 @@ def test_empty_nexthop_takes_the_recipient_domain(domain: str, host: str, mx: bo
     )
 
 
+@pytest.mark.parametrize(
+    ("transport", "domain", "label"),
+    [
+        ("smtp:", "Example.COM", "smtp:$domain"),
+        ("smtp:", "[192.0.2.1]", "smtp:$domain"),
+        ("smtp:", "[ipv6:2001:db8::1]", "smtp:$domain"),
+        ("lmtp:", "example.com", "lmtp:$domain"),
+        ("smtp:[10.0.0.2]", "example.com", "smtp:[10.0.0.2]:25"),
+        ("relay:mx.example.net:2525", "example.com", "relay:mx.example.net:2525"),
+        ("lmtp:unix:/run/dovecot/lmtp", "example.com", "lmtp:unix:/run/dovecot/lmtp"),
+        ("error:5.1.1 no such user here", "example.com", "error:"),
+        ("retry:try later", "example.com", "retry:"),
+        ("discard:spam trap", "example.com", "discard:"),
+    ],
+)
+def test_the_metric_label_of_a_next_hop_is_bounded(transport: str, domain: str, label: str) -> None:
+    """One label per transport-table next hop; the recipient's domain (MX
+    routing, one per domain) and error/retry/discard texts never become one."""
+    route = parse_transport(transport)
+    assert isinstance(route, Route)
+    assert route.for_domain(domain).metric_label(domain) == label
+
+
 def test_a_given_nexthop_is_kept() -> None:
     route = parse_transport("smtp:[10.0.0.2]")
     assert isinstance(route, Route)

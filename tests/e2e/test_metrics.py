@@ -55,6 +55,16 @@ def test_counts_of_both_workers_reach_the_metrics(start_gateway: GatewayFactory)
     deferred = ("mxgate_delivery_recipients_total", (("status", "deferred"),))
     wait_until(lambda: samples(base).get(deferred, 0) >= sessions, timeout=30)
     assert samples(base)[("mxgate_delivery_transactions_total", (("connection", "new"),))] >= 1
+    # The same attempts by next hop: the relay of these tests' routes.
+    now = samples(base)
+    by_hop = {
+        (dict(labels)["nexthop"], dict(labels)["status"]): value
+        for (name, labels), value in now.items()
+        if name == "mxgate_delivery_nexthop_recipients_total"
+    }
+    ((hop, status),) = by_hop
+    assert re.fullmatch(r"smtp:\[127\.0\.0\.1\]:\d+", hop) and status == "deferred", by_hop
+    assert by_hop[(hop, status)] == now[deferred]
 
 
 def test_a_metrics_port_in_use_stops_serve_with_a_clear_line(

@@ -43,6 +43,11 @@ def served(tmp_path: Path) -> Iterator[tuple[str, list[GatewayView], Now]]:
             snapshot_version=42,
             in_flight=1,
             recipients={"sent": 5, "deferred": 1},
+            recipients_by_nexthop={
+                ("smtp:[10.0.0.2]:25", "sent"): 4,
+                ("smtp:$domain", "sent"): 1,
+                ("smtp:$domain", "deferred"): 1,
+            },
             transactions={"new": 1, "reused": 4},
         )
     ]
@@ -69,6 +74,9 @@ def test_metrics_in_the_prometheus_text_format(
     assert found[("mxgate_smtpd_refused_connections_total", (("reason", "client_limit"),))] == 1
     assert found[("mxgate_delivery_recipients_total", (("status", "sent"),))] == 5
     assert found[("mxgate_delivery_transactions_total", (("connection", "reused"),))] == 4
+    by_hop = "mxgate_delivery_nexthop_recipients_total"
+    assert found[(by_hop, (("nexthop", "smtp:[10.0.0.2]:25"), ("status", "sent")))] == 4
+    assert found[(by_hop, (("nexthop", "smtp:$domain"), ("status", "deferred")))] == 1
     assert found[("mxgate_queue_messages", (("queue", "deferred"),))] == 3
     assert found[("mxgate_queue_messages", (("queue", "incoming"),))] == 2
     assert found[("mxgate_queue_messages", (("queue", "hold"),))] == 0

@@ -101,6 +101,20 @@ class Route:
             return host if self.port == SMTP_PORT else f"{host}:{self.port}"
         return f"[{host}]:{self.port}"
 
+    def metric_label(self, domain: str) -> str:
+        """The next hop as a metrics label: ``transport:nexthop``, except that
+        a next hop that is the recipient's own domain (MX routing, one per
+        domain: unbounded) reads ``transport:$domain``, and error:, retry:
+        and discard: go without their texts."""
+        if self.kind in (RouteKind.ERROR, RouteKind.RETRY, RouteKind.DISCARD):
+            return f"{self.kind.value}:"
+        own = domain.lower()
+        if own.startswith("["):  # an address literal: the host for_domain made of it
+            own = own[1:-1].removeprefix("ipv6:")
+        if not self.unix_path and self.host.lower() == own:
+            return f"{self.transport}:$domain"
+        return f"{self.transport}:{self.nexthop}"
+
     def for_domain(self, domain: str) -> Route:
         """Fill an empty nexthop with the recipient domain (transport(5)),
         an address literal being a host without MX lookup."""

@@ -91,6 +91,8 @@ class QueueManager:
         self.srs = srs  # the SRS settings and keys at a given time; None: SRS off
         self.in_flight: dict[str, asyncio.Task[None]] = {}
         self.outcomes: Counter[str] = Counter()  # recipient attempts by status (metrics)
+        # The same by next hop (Route.metric_label) and status, for the metrics.
+        self.outcomes_by_nexthop: Counter[tuple[str, str]] = Counter()
         self._wake = asyncio.Event()
         self._urgent = False  # woken by an operator or a full window: no rescan_gap
         self._deferred_scan_at = 0.0
@@ -259,12 +261,13 @@ class QueueManager:
         # Most messages have one next hop: no task (gather makes one each) for it.
         outcomes = [await attempts[0]] if len(attempts) == 1 else await asyncio.gather(*attempts)
         relayed: set[str] = set()  # handed to a next hop that cannot report on
-        for (_route, rcpts), results in zip(groups.items(), outcomes, strict=True):
+        for ((route, _sender), rcpts), results in zip(groups.items(), outcomes, strict=True):
             for recipient in rcpts:
                 result = results[recipient.address]
-                updated[recipient.address] = self._record(
-                    envelope, recipient, result, claimed, self.clock()
-                )
+                recorded = self._record(envelope, recipient, result, claimed, self.clock())
+                updated[recipient.address] = recorded
+                hop = route.metric_label(recipient.address.rpartition("@")[2])
+                self.outcomes_by_nexthop[(hop, _LOGGED_STATUS[recorded.state])] += 1
                 reached = result.relay is not None  # not discard:, which has no next hop
                 if result.status is Status.DELIVERED and reached and not result.dsn:
                     relayed.add(recipient.address)

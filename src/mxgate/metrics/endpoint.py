@@ -48,6 +48,8 @@ class GatewayView:
     snapshot_version: int | None = None  # None: no routing data at all
     in_flight: int = 0  # messages the queue manager is delivering
     recipients: Mapping[str, int] = field(default_factory=dict)  # outcomes by status
+    # The same by (next hop, status): Route.metric_label, so a bounded set.
+    recipients_by_nexthop: Mapping[tuple[str, str], int] = field(default_factory=dict)
     transactions: Mapping[str, int] = field(default_factory=dict)  # by connection: new, reused
     stopping: bool = False
 
@@ -98,6 +100,15 @@ class _GatewayCollector(Collector):
             "status",
             view.recipients,
         )
+        by_hop = CounterMetricFamily(
+            "mxgate_delivery_nexthop_recipients",
+            "delivery attempts per recipient, by next hop (transport:nexthop;"
+            " $domain: the recipient's domain, by MX) and outcome",
+            labels=["nexthop", "status"],
+        )
+        for (hop, status), n in sorted(view.recipients_by_nexthop.items()):
+            by_hop.add_metric([hop, status], n)
+        yield by_hop
         yield _by_label(
             "mxgate_delivery_transactions",
             "outbound transactions, on a new or a reused connection",
