@@ -319,11 +319,17 @@ def test_no_route_defers_and_a_route_added_later_is_used(tmp_path: Path) -> None
                 [rcpt] = spool.load(qid).envelope.recipients
                 assert rcpt.state is RecipientState.DEFERRED
                 assert "no route" in rcpt.last_reply
+                assert qm.outcomes_by_nexthop == {("none", "deferred"): 1}
                 current["data"] = snapshot(peer.port)
                 clock.now += 1000
                 qm.wake()
                 await settle(qm, spool)
                 assert spool.locate(qid) is None
+                assert qm.outcomes_by_nexthop == {
+                    ("none", "deferred"): 1,
+                    (f"smtp:[127.0.0.1]:{peer.port}", "sent"): 1,
+                }
+                assert qm.outcomes == {"deferred": 1, "sent": 1}
             assert len(peer.messages) == 1
 
     asyncio.run(run())

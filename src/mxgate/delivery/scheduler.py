@@ -244,7 +244,9 @@ class QueueManager:
         updated: dict[str, Recipient] = {}
         for recipient, reason in unroutable:
             result = DeliveryResult(Deferred(Reply(451, "4.3.0", reason)))
-            updated[recipient.address] = self._record(envelope, recipient, result, claimed, now)
+            updated[recipient.address] = self._record(
+                envelope, recipient, result, claimed, now, "none"
+            )
         for sender in dict.fromkeys(s for _r, s in groups if s != envelope.sender):
             self.maillog.line(
                 "qmgr", f"{envelope.queue_id}: srs: from=<{envelope.sender}> rewritten=<{sender}>"
@@ -264,10 +266,10 @@ class QueueManager:
         for ((route, _sender), rcpts), results in zip(groups.items(), outcomes, strict=True):
             for recipient in rcpts:
                 result = results[recipient.address]
-                recorded = self._record(envelope, recipient, result, claimed, self.clock())
-                updated[recipient.address] = recorded
                 hop = route.metric_label(recipient.address.rpartition("@")[2])
-                self.outcomes_by_nexthop[(hop, _LOGGED_STATUS[recorded.state])] += 1
+                updated[recipient.address] = self._record(
+                    envelope, recipient, result, claimed, self.clock(), hop
+                )
                 reached = result.relay is not None  # not discard:, which has no next hop
                 if result.status is Status.DELIVERED and reached and not result.dsn:
                     relayed.add(recipient.address)
@@ -337,7 +339,10 @@ class QueueManager:
         result: DeliveryResult,
         claimed: float,
         now: float,
+        hop: str,
     ) -> Recipient:
+        """Apply one attempt's result, log it and count it (``hop``: the next
+        hop's metrics label, Route.metric_label; "none" when unroutable)."""
         retry = None
         if isinstance(result.outcome, Deferred):
             retry = next_attempt(
@@ -349,6 +354,7 @@ class QueueManager:
             )
         after = apply(recipient, result.outcome, now, retry)
         self._log_attempt(envelope, after, result, claimed, now)
+        self.outcomes_by_nexthop[(hop, _LOGGED_STATUS[after.state])] += 1
         return after
 
     def _log_attempt(

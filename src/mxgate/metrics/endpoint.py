@@ -103,7 +103,7 @@ class _GatewayCollector(Collector):
         by_hop = CounterMetricFamily(
             "mxgate_delivery_nexthop_recipients",
             "delivery attempts per recipient, by next hop (transport:nexthop;"
-            " $domain: the recipient's domain, by MX) and outcome",
+            " $domain: the recipient's domain, by MX; none: no route) and outcome",
             labels=["nexthop", "status"],
         )
         for (hop, status), n in sorted(view.recipients_by_nexthop.items()):
