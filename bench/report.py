@@ -714,14 +714,20 @@ def markdown(results: dict[str, Any], chart: Path, results_file: Path) -> str:
     return "\n".join(L)
 
 
+def postfix_c1(rows: list[dict[str, Any]]) -> float | None:
+    """Postfix's accept rate at c=1 with one recipient (the placement's reference)."""
+    for r in rows:
+        if r["concurrency"] == 1 and r["rcpts"] == 1:
+            rate = r["postfix"]["accept_rate"]
+            return float(rate) if rate is not None else None
+    return None
+
+
 def floor_apart_note(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """What the floor does at c=1 on two vCPUs, against Postfix: the ceiling
     for any Python receiver the scheduler places apart from its client."""
     rates = results.get("placement", {}).get("floor", {}).get("apart", [])
-    postfix = next(
-        (r["postfix"]["accept_rate"] for r in rows if r["concurrency"] == 1 and r["rcpts"] == 1),
-        None,
-    )
+    postfix = postfix_c1(rows)
     if not rates or not postfix:
         return ""
     ratio = statistics.median(rates) / postfix
@@ -737,10 +743,7 @@ def placement_section(results: dict[str, Any], rows: list[dict[str, Any]]) -> li
     found = results.get("placement")
     if not found:
         return []
-    postfix = next(
-        (r["postfix"]["accept_rate"] for r in rows if r["concurrency"] == 1 and r["rcpts"] == 1),
-        None,
-    )
+    postfix = postfix_c1(rows)
     out = [
         "## One session at a time: where the client and the server run",
         "",
