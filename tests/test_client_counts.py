@@ -9,7 +9,14 @@ import zlib
 
 import pytest
 
-from mxgate.client_counts import BUCKETS, ClientCounts, ClientTable, bucket, parse_spec
+from mxgate.client_counts import (
+    BUCKETS,
+    ClientCounts,
+    ClientTable,
+    LocalCounts,
+    bucket,
+    parse_spec,
+)
 
 
 @pytest.fixture
@@ -98,3 +105,14 @@ def test_parse_spec(spec: str) -> None:
 def test_parse_spec_refuses_garbage(spec: str) -> None:
     with pytest.raises(ValueError):
         parse_spec(spec)
+
+
+def test_local_counts_count_this_workers_connections() -> None:
+    counts = LocalCounts()
+    counts.add("192.0.2.1")
+    counts.add("192.0.2.1")
+    counts.remove("192.0.2.1")
+    counts.remove("198.51.100.7")  # never added: no negative count
+    assert (counts.count("192.0.2.1"), counts.count("198.51.100.7")) == (1, 0)
+    counts.remove("192.0.2.1")
+    assert counts.count("192.0.2.1") == 0

@@ -111,6 +111,27 @@ class ClientCounts:
             self._view[index] -= 1
 
 
+class LocalCounts:
+    """The same interface over this worker's own connections alone (a worker
+    the master gave no row, or one started without a master)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+
+    def count(self, ip: str) -> int:
+        return self._counts.get(ip, 0)
+
+    def add(self, ip: str) -> None:
+        self._counts[ip] = self._counts.get(ip, 0) + 1
+
+    def remove(self, ip: str) -> None:
+        left = self._counts.get(ip, 0) - 1
+        if left > 0:
+            self._counts[ip] = left
+        else:
+            self._counts.pop(ip, None)
+
+
 def parse_spec(spec: str) -> tuple[int, int, int]:
     """``FD:ROW:ROWS`` (the worker's ``--clients`` option) -> the three numbers."""
     fd, row, rows = [int(part) for part in spec.split(":")]

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections import Counter
 from collections.abc import Callable
 from typing import Any, cast
 
-from mxgate.client_counts import ClientCounts
+from mxgate.client_counts import ClientCounts, LocalCounts
 from mxgate.maillog import MailLog, client_label
 from mxgate.server.session import Session
 from mxgate.sockets import BACKLOG
@@ -53,8 +52,8 @@ class Listener:
         self.log = log
         self.servers: list[asyncio.Server] = []
         self.sessions: set[Session] = set()
-        self.per_client: Counter[str] = Counter()
-        self.shared_counts = shared_counts
+        # Connections per client address: over all workers, or this one's alone.
+        self.client_counts: ClientCounts | LocalCounts = shared_counts or LocalCounts()
         self.closing = False
 
     async def start(self) -> None:
@@ -98,10 +97,9 @@ class Listener:
     def admit(self, session: Session) -> bool:
         """Sign a new connection in, or refuse it (over the per-client cap)."""
         ip = session.client_ip
-        shared = self.shared_counts
         limit = self.per_client_limit
         # Postfix's smtpd_client_connection_count_limit.
-        count = (shared.count(ip) if shared is not None else self.per_client[ip]) if limit else 0
+        count = self.client_counts.count(ip) if limit else 0
         if limit and count >= limit:
             if session.worker_counts is not None:
                 session.worker_counts.turned_away("client_limit")
@@ -118,21 +116,14 @@ class Listener:
                 transport.close()
             return False
         self.sessions.add(session)
-        self.per_client[ip] += 1
-        if shared is not None:
-            shared.add(ip)
+        self.client_counts.add(ip)
         return True
 
     def forget(self, session: Session) -> None:
         if session not in self.sessions:
             return
         self.sessions.discard(session)
-        ip = session.client_ip
-        self.per_client[ip] -= 1
-        if not self.per_client[ip]:
-            del self.per_client[ip]
-        if self.shared_counts is not None:
-            self.shared_counts.remove(ip)
+        self.client_counts.remove(session.client_ip)
 
     async def shutdown(self, grace: float, *, drain: bool = False) -> None:
         """Stop accepting, ask the sessions to end, wait up to ``grace`` seconds
