@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import multiprocessing
 import re
+from pathlib import Path
 
-from mxgate.maillog import MailLog
+import pytest
+
+from mxgate.maillog import MailLog, MaillogFile, open_maillog
 
 LINE = re.compile(r"^\w{3} [ \d]\d \d\d:\d\d:\d\d mx mxgate/(\w+)\[\d+\]: (.*)$")
 
@@ -73,3 +77,83 @@ def test_lines_of_one_loop_iteration_are_written_together_and_in_order() -> None
         "connect from unknown[192.0.2.7]",
         "QID1: client=unknown[192.0.2.7]",
     ]
+
+
+# -- maillog_file ---------------------------------------------------------------
+
+
+def _append_lines(path: str, writer: int, batches: int) -> None:
+    log = MailLog("mx.example.net", MaillogFile(path))
+    for batch in range(batches):
+        for n in range(5):  # several lines per write, as a busy loop iteration gives
+            log.line("smtpd", f"writer={writer} batch={batch} n={n} " + "x" * 200)
+        log.flush()
+
+
+def test_maillog_file_takes_whole_lines_from_several_processes(tmp_path: Path) -> None:
+    """Every process of serve appends to the file itself: no line is cut or
+    lost, whatever the interleaving (O_APPEND, one write per batch)."""
+    path = str(tmp_path / "mail.log")
+    with multiprocessing.get_context("fork").Pool(4) as pool:
+        pool.starmap(_append_lines, [(path, writer, 300) for writer in range(4)])
+    text = Path(path).read_text()
+    seen = set()
+    for line in text.splitlines():
+        match = LINE.match(line)
+        assert match, line
+        seen.add(match[2].split(" x")[0])
+    assert len(seen) == len(text.splitlines()) == 4 * 300 * 5
+    assert oct(Path(path).stat().st_mode & 0o777) == "0o640"
+
+
+def test_maillog_file_reopen_follows_a_rename(tmp_path: Path) -> None:
+    path = tmp_path / "mail.log"
+    target = MaillogFile(str(path))
+    log = MailLog("mx.example.net", target)
+    log.line("smtpd", "before")
+    path.rename(tmp_path / "mail.log.1")
+    log.line("smtpd", "still the old file")
+    target.reopen()
+    log.line("smtpd", "after")
+    target.close()
+    assert [text for _, text in _file_lines(tmp_path / "mail.log.1")] == [
+        "before",
+        "still the old file",
+    ]
+    assert [text for _, text in _file_lines(path)] == ["after"]
+
+
+def test_maillog_file_reopen_keeps_the_old_file_when_the_path_cannot_be_opened(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "logs"
+    directory.mkdir()
+    target = MaillogFile(str(directory / "mail.log"))
+    (directory / "mail.log").rename(tmp_path / "kept.log")
+    directory.rmdir()
+    target.reopen()
+    MailLog("mx.example.net", target).line("smtpd", "still written")
+    target.close()
+    assert [text for _, text in _file_lines(tmp_path / "kept.log")] == ["still written"]
+
+
+def test_a_full_disk_costs_log_lines_not_the_session() -> None:
+    """/dev/full answers every write with ENOSPC: the line is dropped, the
+    caller (a session, a delivery) goes on."""
+    target = MaillogFile("/dev/full")
+    assert target.write("lost\n") == 0
+    MailLog("mx.example.net", target).line("smtpd", "also lost")
+    target.close()
+
+
+def test_open_maillog(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert open_maillog("") is None
+    opened = open_maillog(str(tmp_path / "mail.log"))
+    assert isinstance(opened, MaillogFile)
+    opened.close()
+    assert open_maillog(str(tmp_path / "missing" / "mail.log")) is None
+    assert "cannot open maillog_file" in capsys.readouterr().err
+
+
+def _file_lines(path: Path) -> list[tuple[str, str]]:
+    return lines(io.StringIO(path.read_text()))

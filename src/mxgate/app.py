@@ -217,6 +217,7 @@ def worker_settings(config: MxgateConfig, dsn: str) -> WorkerSettings:
         spool_dir=Path(config.spool_dir),
         srs=srs_settings(config),
         srs_cache_path=srs_cache_path(config),
+        maillog_file=config.maillog_file,
     )
 
 
@@ -259,4 +260,5 @@ def master_settings(config: MxgateConfig, dsn: str) -> MasterSettings:
         srs_cache_path=srs_cache_path(config),
         change_log_retention=config.change_log_retention,
         metrics_listen=split_endpoint(config.metrics_listen) if config.metrics_listen else None,
+        maillog_file=config.maillog_file,
     )

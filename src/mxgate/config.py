@@ -215,7 +215,8 @@ class MxgateConfig:
     state_dir: str = "var"
     snapshot_reload_interval: int = 60
     change_log_retention: int = 7 * 86400
-    # Diagnostics (the mail log is always on).
+    # Logs: the mail log (always on) and the diagnostics.
+    maillog_file: str = ""
     log_level: str = "info"
     metrics_listen: str = ""
 
@@ -306,6 +307,9 @@ SETTINGS: dict[str, Setting] = {
     ),
     "change_log_retention": Setting(
         parse_duration, "age after which the gateway deletes change-log entries (0: never)"
+    ),
+    "maillog_file": Setting(
+        parse_str, "file the mail log is appended to (empty: stderr, with the diagnostics)"
     ),
     "log_level": Setting(parse_log_level, "diagnostic log on stderr: debug, info, warning, error"),
     "metrics_listen": Setting(

@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 import time
-from typing import TextIO
+from typing import Protocol, TextIO
 
 PROGRAM = "mxgate"
 
@@ -43,10 +43,87 @@ def _quote(address: str) -> str:
     return f"<{address}>"
 
 
+class LogStream(Protocol):
+    """Where the lines go: stderr (a TextIO) or a ``MaillogFile``."""
+
+    def write(self, text: str) -> object: ...
+
+    def flush(self) -> None: ...
+
+
+class MaillogFile:
+    """The ``maillog_file`` setting: the mail log appended to a file.
+
+    Every process of ``serve`` (the master and each SMTP worker) opens the file
+    itself with O_APPEND and writes each batch of lines with one ``write``, so
+    their lines never interleave mid-line and never overwrite each other, and a
+    ``copytruncate`` rotation needs no signal. ``reopen`` (the master on
+    SIGHUP; workers are replaced then) follows a rotation that renames the
+    file instead.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = self._open()
+
+    def _open(self) -> int:
+        # 0640: the log names senders and recipients; the group may read it.
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+
+    def write(self, text: str) -> int:
+        data = text.encode("utf-8", "surrogateescape")
+        done = 0
+        # Not ``view = view[os.write(fd, view):]``: compiled by mypyc (2.4.1),
+        # a call in a memoryview's slice bound ran twice, so each line was
+        # written twice (tests/test_maillog.py would show it).
+        while done < len(data):
+            try:
+                done += os.write(self.fd, data[done:] if done else data)
+            except InterruptedError:
+                continue
+            except OSError:
+                # A full disk must not stop the mail flow: the lines are lost
+                # (as syslog would lose them), the mail is not.
+                return 0
+        return done
+
+    def flush(self) -> None:
+        """Nothing is buffered: each ``write`` went to the file."""
+
+    def reopen(self) -> None:
+        """Open the path anew (after a rotation renamed the file); keep the old
+        descriptor when the path cannot be opened."""
+        try:
+            fd = self._open()
+        except OSError:
+            return
+        os.close(self.fd)
+        self.fd = fd
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def open_maillog(path: str) -> MaillogFile | None:
+    """The ``maillog_file`` opened for appending; None for stderr (an empty
+    path, or a file that cannot be opened, which is said on stderr: serve
+    checks the file before any process starts, so this is a file made
+    unwritable since)."""
+    if not path:
+        return None
+    try:
+        return MaillogFile(path)
+    except OSError as exc:
+        print(
+            f"mxgate: warning: cannot open maillog_file: {exc}; logging to stderr", file=sys.stderr
+        )
+        return None
+
+
 class MailLog:
     """Writes syslog-shaped lines: ``Mon DD HH:MM:SS host mxgate/SERVICE[pid]: text``."""
 
-    def __init__(self, myhostname: str, stream: TextIO | None = None) -> None:
+    def __init__(self, myhostname: str, stream: LogStream | None = None) -> None:
         self.myhostname = myhostname.split(".", 1)[0] or myhostname
         self.stream = stream if stream is not None else sys.stderr
         self._pending: list[str] = []

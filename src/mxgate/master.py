@@ -27,7 +27,7 @@ from mxgate.delivery.scheduler import QueueManager, SchedulerSettings
 from mxgate.directory import SnapshotHolder, SrsKeyHolder
 from mxgate.directory.memory import fewer_young_collections
 from mxgate.directory.retention import keep_pruning
-from mxgate.maillog import MailLog
+from mxgate.maillog import MailLog, open_maillog
 from mxgate.metrics.counts import SmtpTotals
 from mxgate.metrics.endpoint import GatewayView, MetricsEndpoint
 from mxgate.spool import Spool
@@ -52,10 +52,14 @@ class MasterSettings:
     srs_cache_path: Path | None = None
     change_log_retention: int = 0  # seconds; 0: never prune
     metrics_listen: tuple[str, int] | None = None  # the HTTP endpoint; None: none
+    maillog_file: str = ""  # empty: stderr
 
 
 async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
-    log = MailLog(settings.hostname)
+    logfile = open_maillog(settings.maillog_file)  # serve checked that it opens
+    log = MailLog(settings.hostname, logfile)
+    if logfile is not None:
+        supervisor.on_reload = logfile.reopen  # after a rotation that renamed it
     totals = SmtpTotals()
     supervisor.on_counts = totals.take_line
     published = [GatewayView(heartbeat=time.monotonic())]  # replaced whole, read by the endpoint

@@ -26,6 +26,9 @@ With ``--clients FD:ROW:ROWS`` a worker gets a row of the connection counts
 all workers share (client_counts.py) for the per-client cap; the row is
 cleared when the worker has exited.
 
+Under systemd (``Type=notify``) it says when serve is ready, reloading and
+stopping, and keeps the unit's watchdog fed while its loop turns (sdnotify.py).
+
 Never speaks SMTP and never reads the settings: it runs the command it is given.
 """
 
@@ -38,6 +41,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Sequence
 
+from mxgate import sdnotify
 from mxgate.client_counts import ClientTable
 from mxgate.cpus import available_cpus
 
@@ -75,6 +79,8 @@ class Supervisor:
         self.on_journal = on_journal
         self.on_worker_gone = on_worker_gone
         self.on_counts: Callable[[bytes], object] | None = None
+        # Called on SIGHUP before the new workers start (the master reopens its log).
+        self.on_reload: Callable[[], None] | None = None
         self._segments: dict[int, set[str]] = {}  # journal segments per worker
         self.command = list(command)
         self.count = count
@@ -236,14 +242,21 @@ class Supervisor:
         if problem is not None and not stop.is_set():
             # Nothing serves yet: fail now rather than restart them forever.
             self.log(f"fatal: the workers did not start: {problem}")
+            sdnotify.notify(f"STATUS=the SMTP workers did not start: {problem}")
             await self._terminate(self.workers)
             return 1
         self.log(f"started {self.count} worker(s): {', '.join(map(str, self.workers))}")
+        self._ready_status()
+        watchdog = sdnotify.watchdog_interval()
+        fed = loop.time()
         while not stop.is_set():
             waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(reload.wait())]
             await asyncio.wait(waiters, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
             for task in waiters:
                 task.cancel()
+            if watchdog is not None and loop.time() - fed >= watchdog:
+                sdnotify.notify("WATCHDOG=1")
+                fed = loop.time()
             if reload.is_set() and not stop.is_set():
                 reload.clear()
                 await self._reload(stop)
@@ -268,7 +281,19 @@ class Supervisor:
             await asyncio.sleep(RESTART_PAUSE)
             self._spawn(slot)
 
+    def _ready_status(self) -> None:
+        sdnotify.notify("READY=1", f"STATUS={self.ready_workers()} SMTP worker(s) listening")
+
     async def _reload(self, stop: asyncio.Event) -> None:
+        sdnotify.reloading()
+        if self.on_reload is not None:
+            self.on_reload()
+        try:
+            await self._replace_workers(stop)
+        finally:
+            self._ready_status()
+
+    async def _replace_workers(self, stop: asyncio.Event) -> None:
         if self.check_reload is not None:
             problem = self.check_reload()
             if problem is not None:
@@ -332,6 +357,7 @@ class Supervisor:
 
     async def _stop_all(self) -> None:
         self.log("stopping: waiting for the workers to finish their sessions")
+        sdnotify.notify("STOPPING=1", "STATUS=stopping: the workers finish their sessions")
         if self.close_listeners is not None:
             self.close_listeners()
         await self._terminate({**self.retiring, **self.workers})

@@ -127,6 +127,16 @@ def pflogsumm() -> str:
     return _find_tool("pflogsumm")
 
 
+@pytest.fixture
+def systemd_analyze() -> str:
+    return _find_tool("systemd-analyze")
+
+
+@pytest.fixture
+def fail2ban_regex() -> str:
+    return _find_tool("fail2ban-regex")
+
+
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for mx.test.example and its key."""

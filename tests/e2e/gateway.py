@@ -3,10 +3,11 @@
 ``Gateway`` writes a TOML settings file under a temporary directory, starts
 ``python -m mxgate serve --config FILE`` as a subprocess listening on a free
 port of 127.0.0.1, waits until the port answers with a greeting, and collects
-everything the master and its workers write on stderr (the mail log) in one
-file the tests read. It is stopped with SIGTERM to the master's PID, and a
-clean exit (status 0, no worker left, no traceback in the log) is asserted;
-``kill()`` is the kill -9 of the crash test.
+everything the master and its workers write on stderr (the mail log, unless
+``maillog_file`` sends it to a file of its own) in one file the tests read.
+It is stopped with SIGTERM to the master's PID, and a clean exit (status 0,
+no worker left, no traceback in the log) is asserted; ``kill()`` is the kill
+-9 of the crash test.
 
 ``mynetworks`` is 127.0.0.1/32 only, so a client bound to 127.0.0.2 (see
 ``OUTSIDE``) is a client from the internet as far as the gateway knows.
@@ -121,6 +122,9 @@ class Gateway:
         }
         self.settings.update(settings)
         self.process: subprocess.Popen[bytes] | None = None
+        self.environment: dict[str, str] = {}  # added to the master's environment
+        self.command_prefix: list[str] = []  # runs serve, e.g. setpriv ... as another user
+        self.python = sys.executable
         self.write_config()
 
     # -- settings ----------------------------------------------------------
@@ -142,11 +146,14 @@ class Gateway:
         mark = self.log_size()
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "mxgate", "serve", "--config", str(self.config_path)],
+                [
+                    *self.command_prefix,
+                    *(self.python, "-m", "mxgate", "serve", "--config", str(self.config_path)),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                env=child_environment(),
+                env={**child_environment(), **self.environment},
                 cwd=self.root,
             )
         deadline = time.monotonic() + timeout
@@ -155,7 +162,9 @@ class Gateway:
         while True:
             code = self.process.poll()
             if code is not None:
-                raise AssertionError(f"mxgate serve exited with {code}:\n{self.log(mark)}")
+                raise AssertionError(
+                    f"mxgate serve exited with {code}:\n{self.log(mark)}{self.stderr()}"
+                )
             if self.log(mark).count("listening on") >= workers and self._greets():
                 return
             if time.monotonic() > deadline:
@@ -202,7 +211,7 @@ class Gateway:
             worker.kill()
         assert code == 0, f"mxgate serve exited with {code}:\n{self.log()}"
         assert not alive, f"workers outlived the master: {alive}"
-        assert "Traceback" not in self.log(), self.log()
+        assert "Traceback" not in self.log() + self.stderr(), self.log() + self.stderr()
 
     def kill(self) -> None:
         """kill -9 the workers and the master (only those: found by the master's PID)."""
@@ -259,16 +268,28 @@ class Gateway:
         self.process.send_signal(signal.SIGHUP)
 
     # -- the mail log --------------------------------------------------------
+    @property
+    def mail_log_path(self) -> Path:
+        """Where the mail log goes: ``maillog_file``, else stderr's file."""
+        value = self.settings.get("maillog_file")
+        return Path(value) if isinstance(value, str) and value else self.log_path
+
+    def stderr(self) -> str:
+        """What serve wrote on stderr when that is not the mail log ("" else)."""
+        if self.mail_log_path == self.log_path or not self.log_path.exists():
+            return ""
+        return self.log_path.read_text("utf-8", "replace")
+
     def log_size(self) -> int:
         try:
-            return self.log_path.stat().st_size
+            return self.mail_log_path.stat().st_size
         except FileNotFoundError:
             return 0
 
     def log(self, since: int = 0) -> str:
-        """The log, from byte offset ``since`` (a ``log_size()`` taken earlier)."""
+        """The mail log, from byte offset ``since`` (a ``log_size()`` taken earlier)."""
         try:
-            with self.log_path.open("rb") as handle:
+            with self.mail_log_path.open("rb") as handle:
                 handle.seek(since)
                 return handle.read().decode("utf-8", "replace")
         except FileNotFoundError:

@@ -14,13 +14,13 @@ from typing import Annotated, Any
 
 import typer
 
-from mxgate import native
+from mxgate import native, sdnotify
 from mxgate.app import database, master_settings, worker_settings
 from mxgate.cli.common import ConfigOption, fail, settings
 from mxgate.client_counts import ClientTable, parse_spec
 from mxgate.config import ConfigError, load_config, split_endpoint
 from mxgate.cpus import available_cpus
-from mxgate.maillog import configure_diagnostics
+from mxgate.maillog import MaillogFile, configure_diagnostics
 from mxgate.master import run_master
 from mxgate.sockets import ListenSockets
 from mxgate.spool import RecoveryReport, Spool, SpoolBusyError, SpoolError
@@ -85,6 +85,15 @@ def serve(config: ConfigOption = None) -> None:
         fail(f"cannot load the TLS certificate or key: {exc}")
     if not cfg.postmaster:
         _say("warning: postmaster is not set: mail to postmaster gets 451 4.3.5 until it is")
+    if cfg.maillog_file:
+        try:
+            MaillogFile(cfg.maillog_file).close()
+        except OSError as exc:
+            fail(f"cannot open maillog_file {cfg.maillog_file}: {exc.strerror or exc}")
+    if os.geteuid() == 0:
+        # Postfix's daemons drop root; ours never take it: a unit with User=
+        # and CAP_NET_BIND_SERVICE (contrib/systemd) binds port 25 without it.
+        _say("warning: running as root; run serve as its own user (README: In production)")
     _say_build()
     report = _recover(Path(cfg.spool_dir))
     _say(
@@ -94,6 +103,8 @@ def serve(config: ConfigOption = None) -> None:
     )
     with database(cfg, prepare=True) as dsn:
         env = dict(os.environ, MXGATE_DATABASE_URL=dsn)
+        for name in sdnotify.ENVIRONMENT:  # the master speaks to systemd, not the workers
+            env.pop(name, None)
         if loaded.file is not None:
             env["MXGATE_CONFIG"] = str(loaded.file)
 
@@ -106,6 +117,8 @@ def serve(config: ConfigOption = None) -> None:
             if tuple(fresh.listen) != tuple(cfg.listen):
                 # The sockets are the master's (sockets.py): opened once.
                 return "listen changed: restart mxgate serve to listen elsewhere"
+            if fresh.maillog_file != cfg.maillog_file:
+                return "maillog_file changed: restart mxgate serve to log elsewhere"
             return None
 
         count = cfg.workers or default_worker_count()
