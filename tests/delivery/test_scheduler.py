@@ -6,6 +6,7 @@ import asyncio
 import email
 import email.policy
 import io
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -331,6 +332,11 @@ def test_no_route_defers_and_a_route_added_later_is_used(tmp_path: Path) -> None
                 }
                 assert qm.outcomes == {"deferred": 1, "sent": 1}
             assert len(peer.messages) == 1
+            # Logged under the agent Postfix would name: retry for what no
+            # transport takes, then the transport's own name.
+            lines = log.getvalue()
+            assert re.search(r"mxgate/retry\[\d+\]: \w+: to=<a@example.com>.*deferred", lines)
+            assert re.search(r"mxgate/smtp\[\d+\]: \w+: to=<a@example.com>.*status=sent", lines)
 
     asyncio.run(run())
 

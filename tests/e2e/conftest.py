@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import asyncpg
 import pytest
@@ -105,11 +106,15 @@ def _find_tool(name: str) -> str:
     when MXGATE_TEST_REQUIRE_TOOLS=1 says it must be there."""
     path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/bin:/sbin:/bin")
     if path is None:
-        message = f"{name} is not installed (scripts/install-tools installs it)"
-        if any(os.environ.get(variable) == "1" for variable in REQUIRE_TOOLS):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing(f"{name} is not installed (scripts/install-tools installs it)")
     return path
+
+
+def missing(message: str) -> NoReturn:
+    """Skip for a missing tool, or fail when MXGATE_TEST_REQUIRE_TOOLS=1."""
+    if any(os.environ.get(variable) == "1" for variable in REQUIRE_TOOLS):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 @pytest.fixture

@@ -353,7 +353,7 @@ class QueueManager:
                 is_bounce=envelope.sender == "",
             )
         after = apply(recipient, result.outcome, now, retry)
-        self._log_attempt(envelope, after, result, claimed, now)
+        self._log_attempt(envelope, after, result, claimed, now, _agent(hop))
         self.outcomes_by_nexthop[(hop, _LOGGED_STATUS[after.state])] += 1
         return after
 
@@ -364,6 +364,7 @@ class QueueManager:
         result: DeliveryResult,
         claimed: float,
         now: float,
+        agent: str,
     ) -> None:
         status = _LOGGED_STATUS[recipient.state]
         self.outcomes[status] += 1
@@ -374,7 +375,7 @@ class QueueManager:
             f", orig_to=<{recipient.original}>" if recipient.original != recipient.address else ""
         )
         self.maillog.line(
-            "smtp",
+            agent,
             f"{envelope.queue_id}: to=<{recipient.address}>{orig}, relay={result.relay_text}, "
             f"delay={now - envelope.arrival:.2g}, "
             f"delays={before_qmgr:.2g}/{in_qmgr:.2g}/{setup:.2g}/{transmission:.2g}, "
@@ -405,6 +406,15 @@ class QueueManager:
     def _defer(self, envelope: Envelope) -> None:
         self.spool.update(envelope, Queue.ACTIVE)
         self.spool.move(envelope.queue_id, Queue.ACTIVE, Queue.DEFERRED)
+
+
+def _agent(hop: str) -> str:
+    """The name an attempt is logged under, as Postfix names its delivery
+    agents (``postfix/lmtp``, ``postfix/error``...): the transport of the next
+    hop (smtp, relay, lmtp, error, retry, discard), and retry for a recipient
+    without a route (Postfix's retry agent defers what no transport takes)."""
+    name = hop.partition(":")[0]
+    return "retry" if name == "none" else name
 
 
 _LOGGED_STATUS = {
