@@ -27,6 +27,7 @@ from mxgate.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from mxgate.master import MasterSettings
 from mxgate.server.tls import server_context
 from mxgate.server.transaction import SessionSettings
+from mxgate.syslog_socket import facility_code
 from mxgate.worker import WorkerSettings
 
 EMBEDDED_DATABASE = "mail"
@@ -205,6 +206,11 @@ def session_settings(config: MxgateConfig) -> SessionSettings:
     )
 
 
+def syslog_facility(config: MxgateConfig) -> int | None:
+    """The facility code of ``syslog_facility``; None when syslog is off."""
+    return facility_code(config.syslog_facility) if config.syslog_facility else None
+
+
 def worker_settings(config: MxgateConfig, dsn: str) -> WorkerSettings:
     """Everything one SMTP worker needs. Raises OSError/ssl.SSLError on bad TLS files."""
     return WorkerSettings(
@@ -218,6 +224,8 @@ def worker_settings(config: MxgateConfig, dsn: str) -> WorkerSettings:
         srs=srs_settings(config),
         srs_cache_path=srs_cache_path(config),
         maillog_file=config.maillog_file,
+        syslog_facility=syslog_facility(config),
+        syslog_socket=config.syslog_socket,
     )
 
 
@@ -261,4 +269,6 @@ def master_settings(config: MxgateConfig, dsn: str) -> MasterSettings:
         change_log_retention=config.change_log_retention,
         metrics_listen=split_endpoint(config.metrics_listen) if config.metrics_listen else None,
         maillog_file=config.maillog_file,
+        syslog_facility=syslog_facility(config),
+        syslog_socket=config.syslog_socket,
     )

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mxgate import config_srs as srs_values
+from mxgate.syslog_socket import facility_code
 
 DEFAULT_CONFIG_FILE = Path("/etc/mxgate/mxgate.toml")
 ENV_PREFIX = "MXGATE_"
@@ -217,6 +218,8 @@ class MxgateConfig:
     change_log_retention: int = 7 * 86400
     # Logs: the mail log (always on) and the diagnostics.
     maillog_file: str = ""
+    syslog_facility: str = ""
+    syslog_socket: str = "/dev/log"
     log_level: str = "info"
     metrics_listen: str = ""
 
@@ -235,6 +238,13 @@ def _tls_level(value: object) -> str:
     text = parse_str(value)
     if text not in ("none", "may", "encrypt"):
         raise ValueError(f"{text!r} is not one of none, may, encrypt")
+    return text
+
+
+def _facility(value: object) -> str:
+    text = parse_str(value).lower()
+    if text:
+        facility_code(text)  # ValueError names the facilities
     return text
 
 
@@ -311,6 +321,10 @@ SETTINGS: dict[str, Setting] = {
     "maillog_file": Setting(
         parse_str, "file the mail log is appended to (empty: stderr, with the diagnostics)"
     ),
+    "syslog_facility": Setting(
+        _facility, "send the mail log to syslog with this facility, e.g. mail (empty: do not)"
+    ),
+    "syslog_socket": Setting(parse_str, "the local syslog daemon's socket"),
     "log_level": Setting(parse_log_level, "diagnostic log on stderr: debug, info, warning, error"),
     "metrics_listen": Setting(
         parse_optional_endpoint, "host:port for /metrics, /healthz, /readyz (empty: none)"

@@ -3,9 +3,10 @@
 Owns the wording of the lines that pflogsumm, fail2ban and administrators'
 greps already understand (``connect from``, ``NOQUEUE: reject: RCPT from``,
 ``QUEUEID: from=<...>, size=..., nrcpt=...``, ``to=<...>, relay=...,
-status=...``, ``removed``), and where they go: stderr by default, or a file
-(Postfix's ``maillog_file`` idea), each prefixed the way syslog would, so the
-output can be fed to those tools as it is. Debug logging is separate (logging).
+status=...``, ``removed``), and where they go: stderr by default, a file
+(Postfix's ``maillog_file``), the local syslog daemon (``syslog_facility``,
+syslog_socket.py), each prefixed the way syslog would, so the output can be
+fed to those tools as it is. Debug logging is separate (logging).
 
 Never decides anything: callers pass facts, this module only words them.
 """
@@ -18,6 +19,8 @@ import os
 import sys
 import time
 from typing import Protocol, TextIO
+
+from mxgate.syslog_socket import SyslogSocket
 
 PROGRAM = "mxgate"
 
@@ -120,13 +123,29 @@ def open_maillog(path: str) -> MaillogFile | None:
         return None
 
 
-class MailLog:
-    """Writes syslog-shaped lines: ``Mon DD HH:MM:SS host mxgate/SERVICE[pid]: text``."""
+def syslog_sink(facility: int | None, path: str) -> SyslogSocket | None:
+    """The syslog output of ``syslog_facility``; None when it is off."""
+    return SyslogSocket(facility, path) if facility is not None else None
 
-    def __init__(self, myhostname: str, stream: LogStream | None = None) -> None:
+
+class MailLog:
+    """Writes syslog-shaped lines: ``Mon DD HH:MM:SS host mxgate/SERVICE[pid]: text``,
+    to ``stream`` (stderr when there is neither a stream nor ``syslog``) and
+    to ``syslog`` (the local syslog daemon, syslog_socket.py)."""
+
+    def __init__(
+        self,
+        myhostname: str,
+        stream: LogStream | None = None,
+        syslog: SyslogSocket | None = None,
+    ) -> None:
         self.myhostname = myhostname.split(".", 1)[0] or myhostname
-        self.stream = stream if stream is not None else sys.stderr
+        self.stream: LogStream | None = stream
+        if stream is None and syslog is None:
+            self.stream = sys.stderr
+        self.syslog = syslog
         self._pending: list[str] = []
+        self._to_syslog: list[tuple[str, str, str]] = []  # stamp, tag, text
         self._flush_scheduled = False
         self._stamp_second = -1
         self._stamp = ""
@@ -136,9 +155,12 @@ class MailLog:
         if int(when) != self._stamp_second:
             self._stamp_second = int(when)
             self._stamp = time.strftime("%b %e %H:%M:%S", time.localtime(when))
-        self._pending.append(
-            f"{self._stamp} {self.myhostname} {PROGRAM}/{service}[{_pid}]: {text}\n"
-        )
+        if self.stream is not None:
+            self._pending.append(
+                f"{self._stamp} {self.myhostname} {PROGRAM}/{service}[{_pid}]: {text}\n"
+            )
+        if self.syslog is not None:
+            self._to_syslog.append((self._stamp, f"{PROGRAM}/{service}[{_pid}]", text))
         # Inside an event loop, the lines of one loop iteration go out in one
         # write (a busy worker logs several lines per message; a write each cost
         # ~5% of its CPU). Outside a loop, at once.
@@ -155,11 +177,15 @@ class MailLog:
     def flush(self) -> None:
         """Write out the lines logged so far (called by the loop, and at exit)."""
         self._flush_scheduled = False
-        if self._pending:
+        if self._pending and self.stream is not None:
             text = "".join(self._pending)
             self._pending.clear()
             self.stream.write(text)
             self.stream.flush()
+        if self._to_syslog and self.syslog is not None:
+            for stamp, tag, text in self._to_syslog:
+                self.syslog.send(stamp, tag, text)
+            self._to_syslog.clear()
 
     # smtpd events -------------------------------------------------------
     def connect(self, client: str) -> None:

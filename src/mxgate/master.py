@@ -27,7 +27,7 @@ from mxgate.delivery.scheduler import QueueManager, SchedulerSettings
 from mxgate.directory import SnapshotHolder, SrsKeyHolder
 from mxgate.directory.memory import fewer_young_collections
 from mxgate.directory.retention import keep_pruning
-from mxgate.maillog import MailLog, open_maillog
+from mxgate.maillog import MailLog, open_maillog, syslog_sink
 from mxgate.metrics.counts import SmtpTotals
 from mxgate.metrics.endpoint import GatewayView, MetricsEndpoint
 from mxgate.spool import Spool
@@ -52,12 +52,16 @@ class MasterSettings:
     srs_cache_path: Path | None = None
     change_log_retention: int = 0  # seconds; 0: never prune
     metrics_listen: tuple[str, int] | None = None  # the HTTP endpoint; None: none
-    maillog_file: str = ""  # empty: stderr
+    maillog_file: str = ""  # empty: stderr (unless syslog)
+    syslog_facility: int | None = None  # None: no syslog
+    syslog_socket: str = "/dev/log"
 
 
 async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
     logfile = open_maillog(settings.maillog_file)  # serve checked that it opens
-    log = MailLog(settings.hostname, logfile)
+    log = MailLog(
+        settings.hostname, logfile, syslog_sink(settings.syslog_facility, settings.syslog_socket)
+    )
     if logfile is not None:
         supervisor.on_reload = logfile.reopen  # after a rotation that renamed it
     totals = SmtpTotals()

@@ -31,7 +31,7 @@ from mxgate.client_counts import ClientCounts
 from mxgate.core.srs_keys import SrsContext, SrsSettings
 from mxgate.directory import SnapshotHolder, SrsKeyHolder
 from mxgate.directory.memory import fewer_young_collections
-from mxgate.maillog import MailLog, open_maillog
+from mxgate.maillog import MailLog, open_maillog, syslog_sink
 from mxgate.metrics.counts import SmtpCounts
 from mxgate.server.listener import Listener
 from mxgate.server.session import Session
@@ -55,7 +55,9 @@ class WorkerSettings:
     srs_cache_path: Path | None = None
     # The master's shared connection counts (client_counts.py): fd, our row, rows.
     client_counts: tuple[int, int, int] | None = None
-    maillog_file: str = ""  # empty: stderr
+    maillog_file: str = ""  # empty: stderr (unless syslog)
+    syslog_facility: int | None = None  # None: no syslog
+    syslog_socket: str = "/dev/log"
 
 
 class MasterChannel:
@@ -154,7 +156,11 @@ class MasterChannel:
 
 async def run_worker(settings: WorkerSettings, master_fd: int | None = None) -> int:
     """Serve until SIGTERM (or the master is gone); the exit status."""
-    log = MailLog(settings.session.hostname, open_maillog(settings.maillog_file))
+    log = MailLog(
+        settings.session.hostname,
+        open_maillog(settings.maillog_file),
+        syslog_sink(settings.syslog_facility, settings.syslog_socket),
+    )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 

@@ -65,6 +65,7 @@ def test_database_url_from_environment() -> None:
         ('mynetworks = ["10.0.0.0/33"]\n', "bad value for 'mynetworks'"),
         ('maximal_queue_lifetime = "5 days"\n', "bad value for 'maximal_queue_lifetime'"),
         ('listen = ["nohost"]\n', "bad value for 'listen'"),
+        ('syslog_facility = "mial"\n', "'mial' is not a syslog facility (kern, user, mail,"),
         ("[smtpd]\ntimeout = 3\n", "unknown section [smtpd]"),
         ("myhostname = \n", "not valid TOML"),
     ],

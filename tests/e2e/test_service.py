@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -174,7 +175,7 @@ def test_the_mail_log_goes_to_maillog_file_and_follows_a_rotation(
         gateway.write_config(maillog_file=str(tmp_path / "elsewhere.log"))
         gateway.reload()
         manager.wait_for("READY", "1")
-        wait_until(lambda: "maillog_file changed" in gateway.log_path.read_text())
+        wait_until(lambda: "mail log's destination changed" in gateway.log_path.read_text())
         gateway.write_config(maillog_file=str(logfile))
         gateway.stop()
     finally:
@@ -196,6 +197,48 @@ def test_serve_refuses_a_maillog_file_it_cannot_open(tmp_path: Path, e2e_databas
         f"mxgate: cannot open maillog_file {tmp_path / 'no' / 'mail.log'}: "
         "No such file or directory"
     )
+
+
+def test_the_mail_log_goes_to_syslog_as_postfix_sends_it(e2e_database: str) -> None:
+    """syslog_facility = "mail": every process sends each line as one datagram
+    to the syslog socket, facility mail, tagged mxgate/<agent>[pid], as
+    Postfix's daemons do (rsyslog files them into mail.log, journald under
+    their tags); nothing of the mail log on stderr."""
+    where = Path(tempfile.mkdtemp(prefix="mxgate-syslog-"))  # AF_UNIX paths are short
+    daemon = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    daemon.bind(str(where / "log"))
+    daemon.settimeout(20)
+    received: list[str] = []
+
+    def wait_line(pattern: str) -> str:
+        compiled = re.compile(pattern)
+        while True:
+            for line in received:
+                if compiled.search(line):
+                    return line
+            received.append(daemon.recv(65536).decode())
+
+    gateway = Gateway(
+        where / "gw", e2e_database, syslog_facility="mail", syslog_socket=str(where / "log")
+    )
+    try:
+        gateway.start(log_lines=False)
+        wait_line(r"^<22>\w{3} [ \d]\d \d\d:\d\d:\d\d mxgate/master\[\d+\]: listening on ")
+        queue_id = send(gateway)
+        worker = gateway.worker_processes()[0].pid
+        assert wait_line(rf"mxgate/smtpd\[{worker}\]: {queue_id}: client=unknown\[127\.0\.0\.2\]$")
+        assert wait_line(
+            rf"^<22>.* mxgate/qmgr\[{worker}\]: {queue_id}: from=<someone@example.org>"
+        )
+        # The master's delivery attempt (the relayhost refuses: deferred).
+        deferred = wait_line(rf"mxgate/\w+\[{gateway.pid}\]: {queue_id}: to=<james@")
+        assert "status=deferred" in deferred
+        gateway.stop()
+        assert "connect from" not in gateway.log_path.read_text()
+    finally:
+        gateway.close()
+        daemon.close()
+        shutil.rmtree(where, ignore_errors=True)
 
 
 # fail2ban's stock Postfix filter, told our program name: what README.md gives.

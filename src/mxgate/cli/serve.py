@@ -25,6 +25,7 @@ from mxgate.master import run_master
 from mxgate.sockets import ListenSockets
 from mxgate.spool import RecoveryReport, Spool, SpoolBusyError, SpoolError
 from mxgate.supervisor import Supervisor, default_worker_count, worker_command
+from mxgate.syslog_socket import SyslogSocket
 from mxgate.worker import worker_main
 
 
@@ -90,6 +91,8 @@ def serve(config: ConfigOption = None) -> None:
             MaillogFile(cfg.maillog_file).close()
         except OSError as exc:
             fail(f"cannot open maillog_file {cfg.maillog_file}: {exc.strerror or exc}")
+    if cfg.syslog_facility and not SyslogSocket(0, cfg.syslog_socket).reachable():
+        _say(f"warning: no syslog daemon at {cfg.syslog_socket}: mail log lines are dropped")
     if os.geteuid() == 0:
         # Postfix's daemons drop root; ours never take it: a unit with User=
         # and CAP_NET_BIND_SERVICE (contrib/systemd) binds port 25 without it.
@@ -117,8 +120,13 @@ def serve(config: ConfigOption = None) -> None:
             if tuple(fresh.listen) != tuple(cfg.listen):
                 # The sockets are the master's (sockets.py): opened once.
                 return "listen changed: restart mxgate serve to listen elsewhere"
-            if fresh.maillog_file != cfg.maillog_file:
-                return "maillog_file changed: restart mxgate serve to log elsewhere"
+            destination = ("maillog_file", "syslog_facility", "syslog_socket")
+            if any(getattr(fresh, name) != getattr(cfg, name) for name in destination):
+                # The master keeps its log: one destination for all processes.
+                return (
+                    "the mail log's destination changed (maillog_file, syslog_facility, "
+                    "syslog_socket): restart mxgate serve to log elsewhere"
+                )
             return None
 
         count = cfg.workers or default_worker_count()
