@@ -61,21 +61,16 @@ def test_no_daemon_drops_the_line_and_a_daemon_that_returns_is_found(tmp_path: P
     out = SyslogSocket(2, str(path))
     assert not out.reachable()
     assert not out.send(STAMP, "mxgate/smtpd[1]", "lost")
-    daemon = Daemon(path)
-    try:
-        assert out.send(STAMP, "mxgate/smtpd[1]", "found")
-        assert daemon.receive().endswith(": found")
-    finally:
-        daemon.close()
-    # Restarted: the old socket is gone, a new one has the same name.
-    assert not out.send(STAMP, "mxgate/smtpd[1]", "while it restarts")
-    daemon = Daemon(path)
-    try:
-        assert out.send(STAMP, "mxgate/smtpd[1]", "after the restart")
-        assert daemon.receive().endswith(": after the restart")
-    finally:
-        daemon.close()
-        out.close()
+    for text in ("found", "after the restart"):
+        daemon = Daemon(path)
+        try:
+            assert out.send(STAMP, "mxgate/smtpd[1]", text)
+            assert daemon.receive().endswith(f": {text}")
+        finally:
+            daemon.close()  # the second round: as a daemon that restarted
+        # Gone (or restarting): the old socket is gone; a new one gets the same name.
+        assert not out.send(STAMP, "mxgate/smtpd[1]", "while it is away")
+    out.close()
 
 
 def test_facility_names() -> None:
