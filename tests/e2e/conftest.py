@@ -142,6 +142,11 @@ def fail2ban_regex() -> str:
     return _find_tool("fail2ban-regex")
 
 
+@pytest.fixture
+def logrotate() -> str:
+    return _find_tool("logrotate")
+
+
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for mx.test.example and its key."""

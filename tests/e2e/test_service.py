@@ -182,6 +182,43 @@ def test_the_mail_log_goes_to_maillog_file_and_follows_a_rotation(
         gateway.close()
 
 
+def test_logrotate_copytruncate_of_the_running_gateway(
+    tmp_path: Path, e2e_database: str, logrotate: str
+) -> None:
+    """contrib/logrotate/mxgate, run by logrotate itself on a gateway that is
+    logging: the lines before the rotation are in mail.log.1, the next ones
+    start the emptied mail.log (O_APPEND: no hole of NULs where the old end
+    was), and no signal was needed."""
+    logfile = tmp_path / "mail.log"
+    config = (REPO / "contrib" / "logrotate" / "mxgate").read_text()
+    assert "/var/log/mxgate/mail.log {" in config
+    rotation = tmp_path / "logrotate.conf"
+    rotation.write_text(
+        config.replace("/var/log/mxgate/mail.log", str(logfile))
+        .replace("    su mxgate mxgate\n", "")
+        .replace("    delaycompress\n", "")
+        .replace("    compress\n", "")
+    )
+    with running_gateway(tmp_path / "gw", e2e_database, maillog_file=str(logfile)) as gateway:
+        first = send(gateway)
+        gateway.wait_for_log(rf"{first}: to=<james@server1\.example\.com>.*status=deferred")
+        workers = gateway.worker_pids()
+        subprocess.run(
+            [logrotate, "--force", "--state", str(tmp_path / "state"), str(rotation)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        second = send(gateway)
+        gateway.wait_for_log(rf"{second}: to=<james@server1\.example\.com>.*status=deferred")
+        assert gateway.worker_pids() == workers  # no reload
+    rotated, fresh = (tmp_path / "mail.log.1").read_bytes(), logfile.read_bytes()
+    assert f"{first}: client=".encode() in rotated
+    assert f"{second}: client=".encode() in fresh and f"{first}: ".encode() not in fresh
+    assert b"\0" not in fresh  # a writer without O_APPEND would leave a hole here
+    assert re.match(rb"\w{3} [ \d]\d \d\d:\d\d:\d\d mx mxgate/", fresh), fresh[:100]
+
+
 def test_serve_refuses_a_maillog_file_it_cannot_open(tmp_path: Path, e2e_database: str) -> None:
     gateway = Gateway(tmp_path / "gw", e2e_database, maillog_file=str(tmp_path / "no" / "mail.log"))
     result = subprocess.run(
