@@ -247,22 +247,25 @@ class Supervisor:
             return 1
         self.log(f"started {self.count} worker(s): {', '.join(map(str, self.workers))}")
         self._ready_status()
-        watchdog = sdnotify.watchdog_interval()
-        fed = loop.time()
-        while not stop.is_set():
-            waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(reload.wait())]
-            await asyncio.wait(waiters, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
-            for task in waiters:
-                task.cancel()
-            if watchdog is not None and loop.time() - fed >= watchdog:
-                sdnotify.notify("WATCHDOG=1")
-                fed = loop.time()
-            if reload.is_set() and not stop.is_set():
-                reload.clear()
-                await self._reload(stop)
-            if not stop.is_set():
-                await self._reap_and_restart()
-        await self._stop_all()
+        interval = sdnotify.watchdog_interval()
+        # A task of its own: a reload waiting minutes for its workers must not
+        # starve the watchdog, which is to catch a loop that stopped turning.
+        feeding = asyncio.create_task(_feed_watchdog(interval)) if interval else None
+        try:
+            while not stop.is_set():
+                waiters = [asyncio.create_task(stop.wait()), asyncio.create_task(reload.wait())]
+                await asyncio.wait(waiters, timeout=0.5, return_when=asyncio.FIRST_COMPLETED)
+                for task in waiters:
+                    task.cancel()
+                if reload.is_set() and not stop.is_set():
+                    reload.clear()
+                    await self._reload(stop)
+                if not stop.is_set():
+                    await self._reap_and_restart()
+            await self._stop_all()
+        finally:
+            if feeding is not None:
+                feeding.cancel()
         return 0
 
     async def _reap_and_restart(self) -> None:
@@ -362,6 +365,13 @@ class Supervisor:
             self.close_listeners()
         await self._terminate({**self.retiring, **self.workers})
         self.workers, self.retiring = {}, {}
+
+
+async def _feed_watchdog(interval: float) -> None:
+    """``WATCHDOG=1`` every ``interval`` seconds for as long as the loop turns."""
+    while True:
+        sdnotify.notify("WATCHDOG=1")
+        await asyncio.sleep(interval)
 
 
 def worker_command(config_file: str | None) -> list[str]:

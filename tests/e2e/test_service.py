@@ -7,6 +7,7 @@ abstract one, as systemd may pass), read the way systemd reads it.
 
 from __future__ import annotations
 
+import itertools
 import os
 import pwd
 import re
@@ -20,6 +21,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 import pytest
@@ -28,6 +30,7 @@ from tests.e2e.gateway import (
     INSIDE,
     OUTSIDE,
     Gateway,
+    StallingProxy,
     child_environment,
     running_gateway,
     wait_until,
@@ -45,31 +48,38 @@ class ServiceManager:
         self.name = f"mxgate-test-{uuid.uuid4().hex}"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.bind("\0" + self.name)
-        self.received: list[dict[str, str]] = []
+        self.received: list[tuple[float, dict[str, str]]] = []  # arrival, message
 
     @property
     def address(self) -> str:
         return "@" + self.name  # how systemd names an abstract socket in NOTIFY_SOCKET
 
-    def wait_for(self, key: str, value: str | None = None, timeout: float = 30.0) -> dict[str, str]:
-        """The first message (seen before or arriving now) that sets ``key``
-        (to ``value``); consumed, with those before it."""
-        deadline = time.monotonic() + timeout
-        while True:
-            while self.received:
-                message = self.received.pop(0)
-                if key in message and (value is None or message[key] == value):
-                    return message
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no {key}={value or '*'} from serve")
-            self.sock.settimeout(left)
+    def next(self, timeout: float = 30.0) -> tuple[float, dict[str, str]]:
+        """The oldest message not taken yet, with when it arrived."""
+        if not self.received:
+            self.sock.settimeout(timeout)
             try:
                 data = self.sock.recv(4096)
             except TimeoutError:
-                continue
+                raise AssertionError("serve said nothing") from None
             lines = data.decode().splitlines()
-            self.received.append(dict(line.split("=", 1) for line in lines))
+            self.received.append((time.monotonic(), dict(line.split("=", 1) for line in lines)))
+        return self.received.pop(0)
+
+    def wait_for(self, key: str, value: str | None = None, timeout: float = 30.0) -> dict[str, str]:
+        """The first message that sets ``key`` (to ``value``); consumed, with
+        those before it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no {key}={value or '*'} from serve")
+            try:
+                _, message = self.next(left)
+            except AssertionError:
+                continue
+            if key in message and (value is None or message[key] == value):
+                return message
 
     def close(self) -> None:
         self.sock.close()
@@ -126,6 +136,43 @@ def test_serve_tells_systemd_ready_reloading_stopping_and_feeds_the_watchdog(
         gateway.wait_exit(workers)
     finally:
         gateway.close()
+
+
+def test_the_watchdog_is_fed_while_a_reload_waits_for_a_hung_database(
+    tmp_path: Path, e2e_database: str, manager: ServiceManager
+) -> None:
+    """The watchdog proves the master's loop turns, not that reloads are
+    quick: while the new worker of a reload waits for a database that stopped
+    answering (its connect timeout, seconds), WATCHDOG=1 keeps coming at half
+    of WATCHDOG_USEC, so systemd does not kill a healthy gateway."""
+    parts = urlsplit(e2e_database)
+    assert parts.hostname is not None and parts.port is not None
+    proxy = StallingProxy((parts.hostname, parts.port))
+    netloc = parts.netloc.rsplit(":", 1)[0] + f":{proxy.port}"
+    gateway = Gateway(tmp_path / "gw", urlunsplit(parts._replace(netloc=netloc)))
+    gateway.environment = {"NOTIFY_SOCKET": manager.address, "WATCHDOG_USEC": "1000000"}
+    try:
+        gateway.start()
+        manager.wait_for("READY", "1")
+        wait_until(lambda: (gateway.state_dir / "snapshot.cache").exists())
+        proxy.stall()
+        gateway.reload()
+        manager.wait_for("RELOADING", "1")
+        began = time.monotonic()
+        fed = [began]
+        while True:
+            arrival, message = manager.next(timeout=60)
+            if message.get("WATCHDOG") == "1":
+                fed.append(arrival)
+            if message.get("READY") == "1":
+                break
+        assert arrival - began > 3, "the reload did not wait for the database"
+        gaps = [later - earlier for earlier, later in itertools.pairwise(fed)]
+        assert max(gaps) < 0.9, gaps  # WatchdogSec=1s would not have fired
+        gateway.stop()
+    finally:
+        gateway.close()
+        proxy.close()
 
 
 def test_serve_says_nothing_without_notify_socket(tmp_path: Path, e2e_database: str) -> None:
