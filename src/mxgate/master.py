@@ -16,6 +16,7 @@ import contextlib
 import gc
 import os
 import signal
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -60,7 +61,9 @@ class MasterSettings:
 async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
     logfile = open_maillog(settings.maillog_file)  # serve checked that it opens
     log = MailLog(
-        settings.hostname, logfile, syslog_sink(settings.syslog_facility, settings.syslog_socket)
+        settings.hostname,
+        logfile if logfile is not None or not settings.maillog_file else sys.stderr,
+        syslog_sink(settings.syslog_facility, settings.syslog_socket),
     )
     if logfile is not None:
         supervisor.on_reload = logfile.reopen  # after a rotation that renamed it

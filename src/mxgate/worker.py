@@ -22,6 +22,7 @@ import contextlib
 import os
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -156,9 +157,11 @@ class MasterChannel:
 
 async def run_worker(settings: WorkerSettings, master_fd: int | None = None) -> int:
     """Serve until SIGTERM (or the master is gone); the exit status."""
+    # A maillog_file that cannot be opened (open_maillog says so): stderr.
+    logfile = open_maillog(settings.maillog_file)
     log = MailLog(
         settings.session.hostname,
-        open_maillog(settings.maillog_file),
+        logfile if logfile is not None or not settings.maillog_file else sys.stderr,
         syslog_sink(settings.syslog_facility, settings.syslog_socket),
     )
     loop = asyncio.get_running_loop()

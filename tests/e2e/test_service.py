@@ -266,6 +266,35 @@ def test_logrotate_copytruncate_of_the_running_gateway(
     assert re.match(rb"\w{3} [ \d]\d \d\d:\d\d:\d\d mx mxgate/", fresh), fresh[:100]
 
 
+def test_a_maillog_file_gone_at_a_reload_sends_the_new_workers_to_stderr(
+    tmp_path: Path, e2e_database: str
+) -> None:
+    """The directory of maillog_file removed under a running gateway: at the
+    next reload the new worker cannot open the file and says so, and its
+    lines go to stderr rather than nowhere, also when syslog (with no daemon
+    listening here) is the other destination; the master keeps its file."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    gateway = Gateway(
+        tmp_path / "gw",
+        e2e_database,
+        maillog_file=str(logs / "mail.log"),
+        syslog_facility="mail",
+        syslog_socket=str(tmp_path / "no-syslog-here"),
+    )
+    try:
+        gateway.start()
+        shutil.rmtree(logs)
+        gateway.reload()
+        wait_until(lambda: "cannot open maillog_file" in gateway.log_path.read_text())
+        wait_until(lambda: "reload: new worker(s)" in gateway.log_path.read_text())
+        queue_id = send(gateway)
+        wait_until(lambda: f"{queue_id}: client=" in gateway.log_path.read_text())
+        gateway.stop()
+    finally:
+        gateway.close()
+
+
 def test_serve_refuses_a_maillog_file_it_cannot_open(tmp_path: Path, e2e_database: str) -> None:
     gateway = Gateway(tmp_path / "gw", e2e_database, maillog_file=str(tmp_path / "no" / "mail.log"))
     result = subprocess.run(
