@@ -70,9 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         lines = (rest + data).split(b"\n")
         rest = lines.pop()
         out = b"".join([remove(line.decode("ascii", "replace")) for line in lines])
+        # Two statements, not ``view = view[os.write(1, view):]``: compiled by
+        # mypyc 2.4.1 that form runs the write twice (see maillog.py).
         view = memoryview(out)
         while view:
-            view = view[os.write(1, view) :]
+            written = os.write(1, view)
+            view = view[written:]
 
 
 class _Answers(asyncio.Protocol):
