@@ -123,9 +123,16 @@ def open_maillog(path: str) -> MaillogFile | None:
         return None
 
 
-def syslog_sink(facility: int | None, path: str) -> SyslogSocket | None:
-    """The syslog output of ``syslog_facility``; None when it is off."""
-    return SyslogSocket(facility, path) if facility is not None else None
+def open_mail_log(
+    hostname: str, maillog_file: str, syslog_facility: int | None, syslog_socket: str
+) -> tuple[MailLog, MaillogFile | None]:
+    """A process's mail log from its settings, and the file it writes (to
+    reopen after a rotation; None when it writes none). A ``maillog_file``
+    that cannot be opened sends the lines to stderr instead, syslog or not."""
+    logfile = open_maillog(maillog_file)
+    stream = logfile if logfile is not None or not maillog_file else sys.stderr
+    syslog = SyslogSocket(syslog_facility, syslog_socket) if syslog_facility is not None else None
+    return MailLog(hostname, stream, syslog), logfile
 
 
 class MailLog:

@@ -16,7 +16,6 @@ import contextlib
 import gc
 import os
 import signal
-import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,7 +27,7 @@ from mxgate.delivery.scheduler import QueueManager, SchedulerSettings
 from mxgate.directory import SnapshotHolder, SrsKeyHolder
 from mxgate.directory.memory import fewer_young_collections
 from mxgate.directory.retention import keep_pruning
-from mxgate.maillog import MailLog, open_maillog, syslog_sink
+from mxgate.maillog import open_mail_log
 from mxgate.metrics.counts import SmtpTotals
 from mxgate.metrics.endpoint import GatewayView, MetricsEndpoint
 from mxgate.spool import Spool
@@ -59,11 +58,8 @@ class MasterSettings:
 
 
 async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
-    logfile = open_maillog(settings.maillog_file)  # serve checked that it opens
-    log = MailLog(
-        settings.hostname,
-        logfile if logfile is not None or not settings.maillog_file else sys.stderr,
-        syslog_sink(settings.syslog_facility, settings.syslog_socket),
+    log, logfile = open_mail_log(
+        settings.hostname, settings.maillog_file, settings.syslog_facility, settings.syslog_socket
     )
     if logfile is not None:
         supervisor.on_reload = logfile.reopen  # after a rotation that renamed it

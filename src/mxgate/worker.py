@@ -22,7 +22,6 @@ import contextlib
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from mxgate.client_counts import ClientCounts
 from mxgate.core.srs_keys import SrsContext, SrsSettings
 from mxgate.directory import SnapshotHolder, SrsKeyHolder
 from mxgate.directory.memory import fewer_young_collections
-from mxgate.maillog import MailLog, open_maillog, syslog_sink
+from mxgate.maillog import open_mail_log
 from mxgate.metrics.counts import SmtpCounts
 from mxgate.server.listener import Listener
 from mxgate.server.session import Session
@@ -157,12 +156,11 @@ class MasterChannel:
 
 async def run_worker(settings: WorkerSettings, master_fd: int | None = None) -> int:
     """Serve until SIGTERM (or the master is gone); the exit status."""
-    # A maillog_file that cannot be opened (open_maillog says so): stderr.
-    logfile = open_maillog(settings.maillog_file)
-    log = MailLog(
+    log, _ = open_mail_log(
         settings.session.hostname,
-        logfile if logfile is not None or not settings.maillog_file else sys.stderr,
-        syslog_sink(settings.syslog_facility, settings.syslog_socket),
+        settings.maillog_file,
+        settings.syslog_facility,
+        settings.syslog_socket,
     )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
