@@ -210,9 +210,14 @@ def test_the_mail_log_goes_to_maillog_file_and_follows_a_rotation(
         assert oct(logfile.stat().st_mode & 0o777) == "0o640"
 
         logfile.rename(tmp_path / "mail.log.1")
+        old = gateway.worker_pids()
         gateway.reload()
         manager.wait_for("RELOADING", "1")
         manager.wait_for("READY", "1")
+        # READY=1 comes once the new workers listen; the old one, told to
+        # drain, may still take a connection from the shared socket until it
+        # has handled that signal, and writes to the file it has open.
+        wait_until(lambda: not (old & gateway.worker_pids()), timeout=30)
         second = send(gateway)
         gateway.wait_for_log(rf"{second}: to=<james@server1.example.com>.*status=deferred")
         rotated, fresh = (tmp_path / "mail.log.1").read_text(), logfile.read_text()
@@ -285,9 +290,11 @@ def test_a_maillog_file_gone_at_a_reload_sends_the_new_workers_to_stderr(
     try:
         gateway.start()
         shutil.rmtree(logs)
+        old = gateway.worker_pids()
         gateway.reload()
         wait_until(lambda: "cannot open maillog_file" in gateway.log_path.read_text())
         wait_until(lambda: "reload: new worker(s)" in gateway.log_path.read_text())
+        wait_until(lambda: not (old & gateway.worker_pids()), timeout=30)  # as above
         queue_id = send(gateway)
         wait_until(lambda: f"{queue_id}: client=" in gateway.log_path.read_text())
         gateway.stop()
