@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -318,3 +319,78 @@ def test_unreadable_and_malformed_files(empty_db: str, tmp_path: Path) -> None:
     assert code == 1 and "not valid YAML" in err
     code, _out, err = run(empty_db, tmp_path, "export", "--format", "xml")
     assert code == 2 and "one of yaml, json" in err
+
+
+def test_a_table_given_twice_is_refused_not_merged(source_db: str, tmp_path: Path) -> None:
+    """YAML and JSON readers keep the last of two equal keys: a second
+    ``transport:`` section appended to an export would, with --replace,
+    remove every transport row of the first. Refused in every reader."""
+    before = rows(source_db)
+    text = export(source_db, tmp_path).read_text()
+    twice = tmp_path / "twice.yaml"
+    twice.write_text(text + 'transport:\n- {"domain": "x.example", "transport": "smtp:[h]"}\n')
+    code, _out, err = run(source_db, tmp_path, "import", "--replace", str(twice))
+    assert code == 1 and "found the key 'transport' twice" in err, err
+
+    data = export(source_db, tmp_path, "json").read_text()
+    doubled = tmp_path / "twice.json"
+    doubled.write_text(data.replace('"version": 1,', '"version": 1, "version": 1,'))
+    code, _out, err = run(source_db, tmp_path, "import", str(doubled))
+    assert code == 1 and "key 'version' given twice" in err, err
+
+    # Within one row of the layout mxgate writes (read without PyYAML first).
+    row_twice = tmp_path / "row.yaml"
+    row_twice.write_text(text.replace('{"domain": ', '{"domain": "a.example", "domain": ', 1))
+    code, _out, err = run(source_db, tmp_path, "import", str(row_twice))
+    assert code == 1 and "found the key 'domain' twice" in err, err
+    assert rows(source_db) == before
+
+
+def test_input_nested_beyond_reason_is_refused_without_a_crash(
+    empty_db: str, tmp_path: Path
+) -> None:
+    """PyYAML's C composer recurses once per level and dies of a stack
+    overflow near 100,000 levels (the process segfaulted); JSON raised
+    RecursionError (a traceback)."""
+    for name, text in [
+        ("flow.yaml", "format: mxgate-data\ndomain: " + "[" * 100_000),
+        ("block.yaml", "domain:\n" + "- " * 100_000 + "x\n"),
+        ("deep.json", '{"domain": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+    ]:
+        path = tmp_path / name
+        path.write_text(text)
+        code, _out, err = run(empty_db, tmp_path, "import", str(path))
+        assert code == 1 and "refused: nested" in err, (name, err[-300:])
+    fine = tmp_path / "fine.yaml"  # what a hand-written data set nests: a few levels
+    fine.write_text("format: mxgate-data\nversion: 1\ndomain:\n  - domain: a.example\n")
+    code, _out, err = run(empty_db, tmp_path, "import", "--dry-run", str(fine))
+    assert code == 0, err
+
+
+def test_bytes_that_are_not_utf8_on_stdin(empty_db: str, tmp_path: Path) -> None:
+    env = {"MXGATE_DATABASE_URL": empty_db, "MXGATE_STATE_DIR": str(tmp_path / "state")}
+    result = runner.invoke(app, ["import", "-"], env=env, input=b"format: x\xff\n")
+    assert result.exit_code == 1 and "cannot read -" in result.stderr, result.output
+
+
+def test_export_never_replaces_what_is_not_a_regular_file(source_db: str, tmp_path: Path) -> None:
+    """The export is renamed into place: onto a FIFO (or, as root, a device
+    such as /dev/full) that replaced the special file. A symbolic link is
+    written through, and an empty name is a usage error."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    code, _out, err = run(source_db, tmp_path, "export", "--output", str(fifo))
+    assert code == 1 and "not a regular file" in err, err
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+
+    target = tmp_path / "real.yaml"
+    target.write_text("old")
+    link = tmp_path / "link.yaml"
+    link.symlink_to(target)
+    code, _out, err = run(source_db, tmp_path, "export", "--output", str(link))
+    assert code == 0, err
+    assert link.is_symlink() and target.read_text().startswith("# mxgate data set")
+
+    for empty in ("", str(tmp_path)):
+        code, _out, err = run(source_db, tmp_path, "export", "--output", empty)
+        assert code == 2 and "give a file name" in err, err

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -37,7 +38,15 @@ from mxgate.core.postfix_maps import (
 )
 from mxgate.core.transfer import Document, DocumentError, read_document
 from mxgate.core.transfer_diff import Diff, diff_json, diff_lines
-from mxgate.core.transfer_text import json_lines, parse_own_yaml, yaml_lines
+from mxgate.core.transfer_text import (
+    JSON_DECODER,
+    MAX_NESTING,
+    DuplicateKeyError,
+    json_lines,
+    nests_too_deep,
+    parse_own_yaml,
+    yaml_lines,
+)
 from mxgate.directory import DirectoryError
 from mxgate.directory.transfer import export_tables, import_document
 from mxgate.embedded import EmbeddedPostgres, EmbeddedPostgresError
@@ -71,7 +80,19 @@ def progress_display() -> Iterator[Callable[[str], None]]:
 
 
 def _write_private(path: Path, lines: Iterable[str], mode: int = 0o600) -> None:
-    """Write ``lines`` to ``path`` through a temporary file renamed into place."""
+    """Write ``lines`` to ``path`` through a temporary file renamed into place.
+
+    A symbolic link is written through (its target is replaced, the link
+    stays); anything but a regular file is refused, since the rename would
+    replace a device or a FIFO with a file of password hashes."""
+    path = Path(os.path.realpath(path))
+    try:
+        kind = path.stat().st_mode
+    except FileNotFoundError:
+        kind = stat.S_IFREG
+    if not stat.S_ISREG(kind):
+        what = "a directory" if stat.S_ISDIR(kind) else "not a regular file"
+        raise OSError(f"{path} is {what}")
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
@@ -106,6 +127,8 @@ def export_cmd(
         return
     if fmt not in ("yaml", "json"):
         fail(f"--format {fmt!r}: one of yaml, json", EXIT_USAGE)
+    if output is not None and (not output.name or output.is_dir()):
+        fail(f"--output {str(output)!r}: give a file name", EXIT_USAGE)
     loaded = settings(config)
     with progress_display() as step:
         try:
@@ -121,10 +144,41 @@ def export_cmd(
             except OSError as exc:
                 fail(f"cannot write {output}: {exc}")
     if output is None:  # after the progress display, which may share the terminal
-        sys.stdout.writelines(line + "\n" for line in lines)
+        # UTF-8 whatever the locale, as with --output: the file is data.
         sys.stdout.flush()
+        out = sys.stdout.buffer
+        for line in lines:
+            out.write(line.encode("utf-8") + b"\n")
+        out.flush()
     counts = ", ".join(f"{name} {len(rows)}" for name, rows in data.items())
     print(f"mxgate: exported {counts}", file=sys.stderr)
+
+
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictLoader(_SafeLoader):  # type: ignore[misc,valid-type]
+    """PyYAML's safe loader, refusing a mapping that names a key twice (which
+    PyYAML resolves silently in favour of the last; see DuplicateKeyError)."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[object] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # "<<": merged keys may be overridden, as YAML says
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, str | int | float | bool) or key is None:
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            "while constructing a mapping",
+                            node.start_mark,
+                            f"found the key {key!r} twice",
+                            key_node.start_mark,
+                        )
+                    seen.add(key)
+        mapping: dict[Any, Any] = super().construct_mapping(node, deep=deep)
+        return mapping
 
 
 def parse_text(text: str, name: str) -> Any:
@@ -133,17 +187,24 @@ def parse_text(text: str, name: str) -> Any:
     first = text.lstrip()[:1]
     if name.endswith(".json") or (first == "{" and not name.endswith((".yaml", ".yml"))):
         try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
+            return JSON_DECODER.decode(text)
+        except DuplicateKeyError as exc:
+            fail(f"{name}: refused: {exc}")
+        except ValueError as exc:
             fail(f"{name}: not valid JSON: {exc}")
+        except RecursionError:
+            fail(f"{name}: refused: nested too deeply")
     own = parse_own_yaml(text)
     if own is not None:
         return own
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    if nests_too_deep(text):
+        fail(f"{name}: refused: nested more than {MAX_NESTING} levels deep")
     try:
-        return yaml.load(text, Loader=loader)
+        return yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as exc:
         fail(f"{name}: not valid YAML: {exc}")
+    except RecursionError:
+        fail(f"{name}: refused: nested too deeply")
 
 
 def _refuse(exc: DocumentError, name: str) -> None:
@@ -171,7 +232,11 @@ def import_cmd(
     """Load a data set: validate all of it, then apply the diff in one transaction."""
     loaded = settings(config)
     try:
-        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+        # Bytes from stdin too, decoded here: the text layer would pass bad
+        # bytes on as surrogates, which the YAML parser then trips over.
+        raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+        text = raw.decode("utf-8")
+        del raw
     except (OSError, UnicodeDecodeError) as exc:
         fail(f"cannot read {file}: {exc}")
     name = "stdin" if file == "-" else file

@@ -30,6 +30,54 @@ HEADER_COMMENT = (
 )
 
 
+# How deep a hand-written YAML document may nest. A data set needs four
+# levels (document, table, row, value); PyYAML's C composer recurses once per
+# level and overflows the C stack near 100,000 (a segfault, not an error).
+MAX_NESTING = 100
+_FLOW_BRACKETS = re.compile(r"[\[\]{}]")
+_BLOCK_INDENT = re.compile(r"^( *)((?:[-?] +)*)", re.MULTILINE)
+
+
+class DuplicateKeyError(ValueError):
+    """A mapping that names a key twice. JSON and YAML readers keep the last
+    silently; for a data set that would drop a whole table's rows (and with
+    ``--replace`` remove them from the database), so it is an error."""
+
+
+def unique_object(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object from its pairs, refusing a repeated key."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKeyError(f"key {key!r} given twice in one object")
+            seen.add(key)
+    return obj
+
+
+# One decoder for every row: json.loads with a hook would build one per call.
+JSON_DECODER = json.JSONDecoder(object_pairs_hook=unique_object)
+
+
+def nests_too_deep(text: str, limit: int = MAX_NESTING) -> bool:
+    """Whether YAML ``text`` may nest more than ``limit`` levels: in flow
+    style (brackets, counted inside quoted strings too, so it errs on the
+    safe side) or in block style (indentation and ``- `` markers)."""
+    depth = 0
+    for match in _FLOW_BRACKETS.finditer(text):
+        if match.group() in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif depth:
+            depth -= 1
+    return any(
+        len(match.group(1)) + len(match.group(2).split()) > limit
+        for match in _BLOCK_INDENT.finditer(text)
+    )
+
+
 def _escape(match: re.Match[str]) -> str:
     return f"\\u{ord(match.group()):04x}"
 
@@ -112,9 +160,9 @@ def parse_own_yaml(text: str) -> dict[str, object] | None:
             if rows is None:
                 return None
             try:
-                rows.append(json.loads(line[2:]))
-            except ValueError:
-                return None
+                rows.append(JSON_DECODER.decode(line[2:]))
+            except (ValueError, RecursionError):
+                return None  # the YAML parser then says what is wrong, and where
             continue
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
