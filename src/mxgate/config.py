@@ -22,12 +22,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mxgate import config_srs as srs_values
 from mxgate.syslog_socket import facility_code
 
 DEFAULT_CONFIG_FILE = Path("/etc/mxgate/mxgate.toml")
 ENV_PREFIX = "MXGATE_"
+# MXGATE_ variables that are not settings: where the file is, and the build's
+# switch to plain Python (scripts/build-native).
+TOOLING_VARIABLES = frozenset({"MXGATE_CONFIG", "MXGATE_PURE"})
 
 
 class ConfigError(Exception):
@@ -84,6 +88,33 @@ def parse_str(value: object) -> str:
     if isinstance(value, str):
         return value.strip()
     raise ValueError(f"{value!r} is not a string")
+
+
+def parse_database_url(value: object) -> str:
+    """A ``postgresql://`` URL (hosts separated by commas, each with an
+    optional port), or empty for the embedded database. Checked here so that
+    a typo is one settings error, not a traceback from every database command.
+    The URL itself is never repeated in the message: it may hold a password."""
+    url = parse_str(value)
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ValueError(f"not a URL ({exc})") from None
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError("must start with postgresql://")
+    for host in parts.netloc.rpartition("@")[2].split(","):
+        if host.startswith("["):
+            _, bracket, port = host.partition("]")
+            if not bracket or (port and not port.startswith(":")):
+                raise ValueError("a bracketed IPv6 host must be [address] or [address]:port")
+            port = port[1:]
+        else:
+            port = host.partition(":")[2]
+        if port and not (re.fullmatch(r"[0-9]{1,5}", port) and 0 < int(port) < 65536):
+            raise ValueError(f"port {port!r} is not a number from 1 to 65535")
+    return url
 
 
 def _as_list(value: object) -> list[str]:
@@ -310,7 +341,7 @@ SETTINGS: dict[str, Setting] = {
         lambda v: srs_values.hash_length(parse_int(v)), "characters of the SRS hash (4-27)"
     ),
     "srs_key_grace": Setting(parse_duration, "how long a retired SRS key still verifies"),
-    "database_url": Setting(parse_str, "PostgreSQL URL (empty: embedded database)"),
+    "database_url": Setting(parse_database_url, "PostgreSQL URL (empty: embedded database)"),
     "state_dir": Setting(parse_str, "embedded database and snapshot cache directory"),
     "snapshot_reload_interval": Setting(
         parse_duration, "full reload period when the database has no change log"
@@ -365,6 +396,8 @@ def _read_file(path: Path) -> dict[str, object]:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}), so not TOML") from None
     for key, value in data.items():
         if isinstance(value, dict):
             raise ConfigError(f"{path}: unknown section [{key}] (settings are top-level keys)")
@@ -391,7 +424,7 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         name[len(ENV_PREFIX) :].lower(): value
         for name, value in env.items()
         if name.startswith(ENV_PREFIX)
-        and name != "MXGATE_CONFIG"
+        and name not in TOOLING_VARIABLES
         # MXGATE_TEST_* belong to the test suite, not to the gateway.
         and not name.startswith("MXGATE_TEST_")
     }

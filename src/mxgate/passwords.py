@@ -58,13 +58,25 @@ class PasswordError(ValueError):
     """A password or a hashing parameter that cannot be used; says why."""
 
 
+# passlib refuses longer ones (its MAX_PASSWORD_SIZE); no real password is near.
+MAX_PASSWORD_BYTES = 4096
+
+
 def check_password(password: str, scheme: Scheme) -> None:
     """Refuse passwords no scheme can store faithfully."""
     if not password:
         raise PasswordError("the password is empty")
     if "\x00" in password:
         raise PasswordError("the password contains a NUL character (crypt(3) would cut it there)")
-    if scheme is Scheme.BLF_CRYPT and len(password.encode("utf-8")) > BCRYPT_MAX_BYTES:
+    try:
+        size = len(password.encode("utf-8"))
+    except UnicodeEncodeError:
+        # Bytes that are not UTF-8 reach us as surrogates (from a terminal or
+        # a pipe in another encoding); Dovecot compares UTF-8 bytes.
+        raise PasswordError("the password is not UTF-8 text") from None
+    if size > MAX_PASSWORD_BYTES:
+        raise PasswordError(f"the password is longer than {MAX_PASSWORD_BYTES} bytes")
+    if scheme is Scheme.BLF_CRYPT and size > BCRYPT_MAX_BYTES:
         raise PasswordError(
             f"BLF-CRYPT uses only the first {BCRYPT_MAX_BYTES} bytes of a password;"
             " choose a shorter one or another --scheme"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,6 +71,11 @@ def test_database_url_from_environment() -> None:
         ('syslog_facility = "mial"\n', "'mial' is not a syslog facility (kern, user, mail,"),
         ("[smtpd]\ntimeout = 3\n", "unknown section [smtpd]"),
         ("myhostname = \n", "not valid TOML"),
+        ('database_url = "postgresql://127.0.0.1:abc/mail"\n', "port 'abc' is not a number"),
+        ('database_url = "postgresql://h:99999/mail"\n', "port '99999' is not a number"),
+        ('database_url = "postgresql://[bad/mail"\n', "not a URL"),
+        ('database_url = "postgresql://[::1]x/mail"\n', "bracketed IPv6 host"),
+        ('database_url = "mysql://h/mail"\n', "must start with postgresql://"),
     ],
 )
 def test_bad_files_name_file_key_and_reason(tmp_path: Path, text: str, expected: str) -> None:
@@ -76,6 +84,39 @@ def test_bad_files_name_file_key_and_reason(tmp_path: Path, text: str, expected:
         load_config(path, environ={})
     assert str(path) in str(excinfo.value)
     assert expected in str(excinfo.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://mx:pw@db1.example.net:5432,db2.example.net/mail?sslmode=require",
+        "postgres://[2001:db8::1]:5433/mail",
+        "postgresql:///mail?host=/run/postgresql",
+        "postgresql://%2Frun%2Fpostgresql/mail",
+    ],
+)
+def test_database_urls_postgresql_takes(url: str) -> None:
+    assert load_config(None, environ={"MXGATE_DATABASE_URL": url}).config.database_url == url
+
+
+def test_a_bad_database_url_is_named_without_its_password() -> None:
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(None, environ={"MXGATE_DATABASE_URL": "postgresql://u:hunter2@h:x/m"})
+    assert "MXGATE_DATABASE_URL" in str(excinfo.value) and "hunter2" not in str(excinfo.value)
+
+
+def test_a_settings_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(b'myhostname = "caf\xe9"\n')
+    result = runner.invoke(app, ["config", "check", "--config", str(path)], env={})
+    assert result.exit_code == 2, result.output
+    assert f"{path}: not UTF-8 text (byte 17), so not TOML" in result.output
+
+
+def test_the_build_switch_is_not_a_setting() -> None:
+    """MXGATE_PURE=1 (plain Python, scripts/build-native) is in the
+    environment of every command it starts: not an unknown setting."""
+    assert load_config(None, environ={"MXGATE_PURE": "1"}).sources == {}
 
 
 def test_bad_environment_names_the_variable() -> None:
@@ -119,3 +160,18 @@ def test_cli_bad_file_exits_non_zero_without_traceback(tmp_path: Path) -> None:
 
 def test_every_setting_has_a_default() -> None:
     MxgateConfig()
+
+
+def test_output_that_cannot_be_written_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """stdout on a full disk (/dev/full): click ends quietly on a closed
+    pipe, but other write errors came out as a traceback."""
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "mxgate", "config", "show"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "MXGATE_CONFIG": str(write(tmp_path, ""))},
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert result.stderr.decode() == "mxgate: cannot write the output: No space left on device\n"

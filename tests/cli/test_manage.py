@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -405,3 +408,25 @@ def test_removing_a_forward_target_warns_about_dead_ends(env: dict[str, str]) ->
     assert run(env, "forward", "add", "f@" + S1, "m@" + S1)[0] == 0
     code, out = run(env, "mailbox", "remove", "m@" + S1)
     assert code == 0 and "warning" not in out
+
+
+def test_a_stdout_that_cannot_encode_the_text(env: dict[str, str]) -> None:
+    """A UTF-8 comment on a terminal or pipe in ASCII: the table shows it
+    escaped (it raised UnicodeEncodeError), and export still writes UTF-8,
+    the same bytes as --output."""
+    code, out = run(env, "domain", "add", "neu.example", "--comment", "für alle")
+    assert code == 0, out
+    ascii_env = {**os.environ, **env, "PYTHONIOENCODING": "ascii", "COLUMNS": "200"}
+    listed = subprocess.run(
+        [sys.executable, "-m", "mxgate", "domain", "list"],
+        capture_output=True,
+        env=ascii_env,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert b"f\\xfcr alle" in listed.stdout
+    exported = subprocess.run(
+        [sys.executable, "-m", "mxgate", "export"], capture_output=True, env=ascii_env, timeout=60
+    )
+    assert exported.returncode == 0, exported.stderr
+    assert '"comment": "für alle"'.encode() in exported.stdout

@@ -90,6 +90,8 @@ def test_sha512_crypt_default_has_no_rounds_field() -> None:
         ("", Scheme.SHA512_CRYPT, None, "empty"),
         ("a\x00b", Scheme.SHA512_CRYPT, None, "NUL"),
         ("x" * 73, Scheme.BLF_CRYPT, None, "72 bytes"),
+        pytest.param("x" * 4097, Scheme.SHA512_CRYPT, None, "longer than 4096", id="4097-bytes"),
+        ("x\udcff", Scheme.SHA512_CRYPT, None, "not UTF-8"),  # a byte 0xff, surrogate-escaped
         ("secret", Scheme.SHA512_CRYPT, 999, "between 1000"),
         ("secret", Scheme.BLF_CRYPT, 32, "between 4 and 31"),
         ("secret", Scheme.ARGON2ID, 3, "does not apply"),
@@ -203,3 +205,17 @@ def test_on_a_terminal_the_password_is_prompted_twice_without_echo(env: dict[str
         os.close(controller)
     assert b"typed secret" not in seen  # never echoed
     assert verify("typed secret", stored_password(env, email))
+
+
+@pytest.mark.parametrize("encoding", ["utf-8:surrogateescape", "utf-8:strict"])
+def test_a_password_in_bytes_that_are_not_utf8(env: dict[str, str], encoding: str) -> None:
+    """Through a real process: stdin decoded leniently (surrogates) or strictly."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mxgate", "mailbox", "add", "y@server1.example.com"],
+        input=b"caf\xe9\n",
+        capture_output=True,
+        env={**os.environ, **env, "PYTHONIOENCODING": encoding},
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.decode() == "mxgate: the password is not UTF-8 text\n"

@@ -7,6 +7,10 @@ exit status, never a traceback.
 
 from __future__ import annotations
 
+import io
+import os
+import sys
+
 import typer
 
 from mxgate.cli import check as check_cmd
@@ -40,4 +44,19 @@ app.add_typer(srs_cmd.app, name="srs")
 
 
 def main() -> None:
-    app()
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # A name or comment the terminal's encoding cannot show is shown
+        # escaped, not a UnicodeEncodeError (export writes UTF-8 bytes itself).
+        sys.stdout.reconfigure(errors="backslashreplace")
+    try:
+        try:
+            app()
+        finally:
+            sys.stdout.flush()  # here, where a failure can still be reported
+    except OSError as exc:
+        # Output nobody can take: a full disk, a closed pipe or terminal.
+        # (click already ends quietly on a pipe closed early, as with head.)
+        print(f"mxgate: cannot write the output: {exc.strerror or exc}", file=sys.stderr)
+        # Nothing more for the interpreter to flush at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(1) from None

@@ -33,7 +33,13 @@ from mxgate.cli.manage.output import (
 )
 from mxgate.core import rules
 from mxgate.directory import manage
-from mxgate.passwords import DEFAULT_SCHEME, Scheme, check_password, hash_password
+from mxgate.passwords import (
+    DEFAULT_SCHEME,
+    PasswordError,
+    Scheme,
+    check_password,
+    hash_password,
+)
 
 app = typer.Typer(no_args_is_help=True, help="Mailboxes (the mailbox table).")
 
@@ -64,7 +70,10 @@ def read_password(scheme: Scheme) -> str:
                 return password
             except ValueError as exc:
                 typer.echo(f"mxgate: {exc}; try again", err=True)
-    line = sys.stdin.readline() if sys.stdin is not None else ""
+    try:
+        line = sys.stdin.readline() if sys.stdin is not None else ""
+    except UnicodeDecodeError:
+        raise PasswordError("the password is not UTF-8 text") from None
     return line.removesuffix("\n").removesuffix("\r")
 
 
