@@ -48,3 +48,29 @@ def test_a_port_in_use_fails_with_nothing_left_open() -> None:
         port = squatter.getsockname()[1]
         with pytest.raises(OSError, match=rf"127.0.0.1:{port}: .*in use"):
             ListenSockets([("127.0.0.1", 0), ("127.0.0.1", port)], 2)
+
+
+def test_a_port_another_gateway_listens_on_is_in_use() -> None:
+    """Another mxgate serve (SO_REUSEPORT, same user) on the port: the
+    kernel would let the second share it and split the clients between two
+    gateways; the start fails instead, and a port freed by a stop is free."""
+    first = ListenSockets([("127.0.0.1", 0)], 1)
+    with socket.socket(fileno=os.dup(first.fds(0)[0])) as copy:
+        port = copy.getsockname()[1]
+    try:
+        with pytest.raises(OSError, match=rf"127.0.0.1:{port}: .*in use"):
+            ListenSockets([("127.0.0.1", port)], 1)
+        with pytest.raises(OSError, match="in use"):
+            ListenSockets([("0.0.0.0", port)], 1)  # the wildcard overlaps it too
+        # A connection the server closed first leaves it in TIME_WAIT: no
+        # obstacle to the next start (a restart right after a stop).
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as client:
+            with socket.socket(fileno=os.dup(first.fds(0)[0])) as listener:
+                listener.settimeout(5)
+                served, _ = listener.accept()
+            served.close()
+            client.recv(1)
+    finally:
+        first.close()
+    again = ListenSockets([("127.0.0.1", port)], 2)
+    again.close()

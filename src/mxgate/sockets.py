@@ -47,11 +47,27 @@ class ListenSockets:
         self._sockets = []
 
 
+def _probe(host: str, port: int, family: socket.AddressFamily) -> None:
+    """Bind, without SO_REUSEPORT, where our sockets will listen: this fails
+    when anything listens there already, another mxgate serve included, which
+    SO_REUSEPORT would otherwise let us share the port with (same user), so
+    that the kernel splits the clients between two gateways, two spools."""
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR: connections of a previous run in TIME_WAIT are no
+        # obstacle, as for our own sockets; a listening socket still is.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        probe.bind((host, port))
+
+
 def _open(endpoint: tuple[str, int], slots: int) -> list[socket.socket]:
     host, port = endpoint
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     group: list[socket.socket] = []
     try:
+        if port:
+            _probe(host, port, family)
         for _ in range(slots):
             sock = socket.socket(family, socket.SOCK_STREAM)
             group.append(sock)
