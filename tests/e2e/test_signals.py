@@ -4,6 +4,7 @@ SIGTERM with a session in the middle of a transaction."""
 from __future__ import annotations
 
 import re
+import signal
 import smtplib
 import socket
 import threading
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import psutil
 import pytest
 
 from mxgate.cpus import available_cpus
@@ -149,6 +151,25 @@ def test_workers_stop_when_the_master_is_killed(start_gateway: GatewayFactory) -
     assert gateway.log(mark).count("warning: the master process is gone; stopping") == 2
     with pytest.raises(ConnectionRefusedError):
         gateway.raw(INSIDE, timeout=5).close()
+
+
+def test_ctrl_c_stops_every_process_without_a_traceback(start_gateway: GatewayFactory) -> None:
+    """Ctrl-C on a terminal sends SIGINT to the whole process group: the
+    master, the workers and their helpers at once. The helpers end when their
+    parent closes their pipe; SIGINT made them print a KeyboardInterrupt."""
+    gateway = start_gateway()
+    with gateway.smtp(OUTSIDE) as client:  # a commit, so the worker's helpers run
+        client.sendmail("a@example.org", ["james@server1.example.com"], b"Subject: x\r\n\r\n")
+    mark = gateway.log_size()
+    master = psutil.Process(gateway.pid)
+    everyone = [master, *master.children(recursive=True)]
+    assert len(everyone) >= 3  # the master, a worker, the remover (and maybe the syncer)
+    for process in everyone:
+        process.send_signal(signal.SIGINT)
+    assert gateway.process is not None and gateway.process.wait(30) == 0
+    assert wait_gone(everyone[1:], 15) == []
+    text = gateway.log(mark)
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
 
 
 def test_workers_0_starts_one_per_usable_core_less_one(start_gateway: GatewayFactory) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -61,6 +62,9 @@ def _remover(layout: Layout) -> Callable[[str], bytes]:
 def main(argv: list[str] | None = None) -> int:
     """The helper: remove the messages named on stdin, answer on stdout."""
     [root] = argv if argv is not None else sys.argv[1:]
+    # Ctrl-C reaches the whole process group; we end when the master closes
+    # our stdin (it may still have messages to remove while it stops).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     remove = _remover(Layout(root))
     rest = b""
     while True:

@@ -10,6 +10,7 @@ decimal. Ends when the worker closes its end (or dies).
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
 
@@ -41,4 +42,7 @@ def serve(sock: socket.socket) -> None:
 
 
 if __name__ == "__main__":
+    # Ctrl-C reaches the whole process group; the worker may still commit
+    # while it finishes its sessions, and ends us by closing its end.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     serve(socket.socket(fileno=int(sys.argv[1])))
