@@ -458,6 +458,51 @@ def test_past_the_soft_error_limit_every_reply_waits(start_gateway: GatewayFacto
     gateway.wait_for_log(r"disconnect from unknown\[127\.0\.0\.2\] ehlo=1 mail=1 rcpt=0/3", mark)
 
 
+def test_the_error_sleep_holds_for_a_pipelined_quit_message_or_starttls(
+    start_gateway: GatewayFactory, tls_files: tuple[Path, Path]
+) -> None:
+    """A QUIT, a whole message or a STARTTLS pipelined after the errors sent
+    the replies at once, skipping the wait (and an accepted message forgives
+    the errors, so a harvester could probe at full speed): the replies before
+    it wait as at the end of any batch, then it is handled."""
+    cert, key = tls_files
+    gateway = start_gateway(
+        smtpd_soft_error_limit=2,
+        smtpd_error_sleep_time=1,
+        smtpd_tls_cert_file=str(cert),
+        smtpd_tls_key_file=str(key),
+    )
+    opening = b"EHLO client.test\r\nMAIL FROM:<s@example.org>\r\n"
+    unknown = b"RCPT TO:<nobody@closed.example.net>\r\n" * 4  # 2 beyond the limit
+
+    def batch(client: RawClient, data: bytes, count: int) -> tuple[list[int], float]:
+        started = time.monotonic()
+        client.send(data)
+        codes = [client.reply().code for _ in range(count)]
+        return codes, time.monotonic() - started
+
+    with gateway.raw(OUTSIDE) as client:
+        assert client.reply().code == 220
+        codes, took = batch(client, opening + unknown + b"QUIT\r\n", 7)
+        assert codes == [250, 250, 550, 550, 550, 550, 221] and took >= 1.95
+        assert client.replies_until_close() == []
+
+    before = gateway.messages()
+    message = b"RCPT TO:<james@server1.example.com>\r\nDATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n"
+    with gateway.raw(OUTSIDE) as client:
+        assert client.reply().code == 220
+        codes, took = batch(client, opening + unknown + message, 9)
+        assert codes == [250, 250, 550, 550, 550, 550, 250, 354, 250] and took >= 1.95
+    assert len(new_messages(before, gateway)) == 1
+
+    with gateway.raw(OUTSIDE) as client:
+        assert client.reply().code == 220
+        codes, took = batch(client, opening + unknown + b"RSET\r\nSTARTTLS\r\n", 8)
+        assert codes == [250, 250, 550, 550, 550, 550, 250, 220] and took >= 1.95
+        client.start_tls(client_tls_context())
+        assert client.command("EHLO after.tls").code == 250
+
+
 def test_junk_verbs_are_counted_as_unknown(gateway: Gateway) -> None:
     """A client's made-up verbs are "unknown" in the disconnect line (as Postfix
     counts them): they cannot lengthen log lines or add metric labels."""

@@ -127,6 +127,10 @@ class Session(asyncio.Protocol):
         self._deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tarpit_timer: asyncio.TimerHandle | None = None
+        # An event that ends a batch early (end of DATA, STARTTLS, the end of
+        # the session), held back while the replies before it wait out the
+        # error sleep; handled first once they are sent.
+        self._held: DataEnd | StartTls | ConnectionClosed | None = None
         self._ended = False
         self.conn = ServerConnection(
             settings.hostname,
@@ -219,8 +223,9 @@ class Session(asyncio.Protocol):
         conn = self.conn
         out: list[bytes] = []
         errors_before = conn.errors
+        soft_limit = self.settings.soft_error_limit
         while True:
-            event = conn.next_event()
+            event = conn.next_event() if self._held is None else self._take_held()
             if event is NEED_DATA:
                 if self.closing and self.tx is None:
                     conn.close(shutting_down(self.settings.hostname))
@@ -235,6 +240,8 @@ class Session(asyncio.Protocol):
             elif isinstance(event, DataStart):
                 self._on_data_start()
             elif isinstance(event, DataEnd):
+                if conn.errors > soft_limit and self._hold(event, out, errors_before):
+                    return
                 self._send(b"".join(out) + conn.data_to_send())
                 out = []
                 reply = self._on_data_end(event)
@@ -252,6 +259,8 @@ class Session(asyncio.Protocol):
                     self._log_reject("END-OF-MESSAGE", event.reply)
                 self._drop_transaction()
             elif isinstance(event, StartTls):
+                if conn.errors > soft_limit and self._hold(event, out, errors_before):
+                    return
                 _bump(self.counts, "starttls")
                 self._send(b"".join(out) + conn.data_to_send())
                 self._wait(self._start_tls())
@@ -263,6 +272,8 @@ class Session(asyncio.Protocol):
             elif isinstance(event, Quit):
                 _bump(self.counts, "quit")
             elif isinstance(event, ConnectionClosed):
+                if conn.errors > soft_limit and self._hold(event, out, errors_before):
+                    return
                 self._send(b"".join(out) + conn.data_to_send())
                 self._log_close(event)
                 self._end()
@@ -272,7 +283,7 @@ class Session(asyncio.Protocol):
             else:
                 _bump(self.counts, type(event).__name__.lower())
         data = b"".join(out) + conn.data_to_send()
-        if conn.errors > self.settings.soft_error_limit:  # rare: checked inline
+        if conn.errors > soft_limit:  # rare: checked inline
             delay = self._error_delay(errors_before)
             if delay and data:
                 self._tarpit(data, delay)
@@ -291,6 +302,33 @@ class Session(asyncio.Protocol):
             return 0.0
         return settings.error_sleep_time * max(1, errors - max(errors_before, soft))
 
+    def _hold(
+        self,
+        event: DataEnd | StartTls | ConnectionClosed,
+        out: list[bytes],
+        errors_before: int,
+    ) -> bool:
+        """Before an event that sends the batch's replies at once: tarpit them
+        as the end of the batch would (a QUIT, a message or a STARTTLS
+        pipelined after the errors must not skip the wait), holding the event
+        until they are out. False when there is nothing to wait for."""
+        delay = self._error_delay(errors_before)
+        if not delay:
+            return False
+        data = b"".join(out) + self.conn.data_to_send()
+        if not data:
+            # Nothing was taken, so nothing is lost. This is also where a
+            # held event, handled again after the wait, goes on.
+            return False
+        self._held = event
+        self._tarpit(data, delay)
+        return True
+
+    def _take_held(self) -> DataEnd | StartTls | ConnectionClosed:
+        event, self._held = self._held, None
+        assert event is not None
+        return event
+
     def _tarpit(self, data: bytes, delay: float) -> None:
         # Reading pauses meanwhile: what the client pipelines waits its turn.
         self._pause("busy")
@@ -305,6 +343,10 @@ class Session(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             # The client gave up meanwhile (they often do): log it the usual
             # way, "lost connection after RCPT from ...", then "disconnect".
+            # A message held back is not taken: its client never heard 250
+            # and will send it again.
+            if not isinstance(self._held, ConnectionClosed):
+                self._held = None
             self.conn.receive_data(b"")
             self._process()
             return
