@@ -4,6 +4,8 @@ STARTTLS and command injection, SIZE, line length, sequencing, QUIT, timeouts.""
 from __future__ import annotations
 
 import re
+import socket
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -184,6 +186,37 @@ def test_plaintext_pipelined_after_starttls_is_discarded(gateway: Gateway) -> No
         )
         assert str(client.command("MAIL FROM:<real@example.org>")) == "250 2.1.0 Ok"
         assert client.command("QUIT").code == 221
+
+
+def test_a_failed_tls_handshake_ends_with_the_disconnect_line(gateway: Gateway) -> None:
+    """Plaintext where the handshake should be: Postfix's three lines, the
+    last with starttls counted as failed (it logged only the first)."""
+    mark = gateway.log_size()
+    with gateway.raw(OUTSIDE) as client:
+        assert client.reply().code == 220
+        assert client.command("EHLO client.test").code == 250
+        assert str(client.command("STARTTLS")) == "220 2.0.0 Ready to start TLS"
+        client.send(b"EHLO not.tls\r\n")
+        assert client.replies_until_close() == []
+    client_name = r"unknown\[127\.0\.0\.2\]"
+    gateway.wait_for_log(rf"SSL_accept error from {client_name}: ", mark)
+    gateway.wait_for_log(rf"lost connection after STARTTLS from {client_name}", mark)
+    gateway.wait_for_log(rf"disconnect from {client_name} ehlo=1 starttls=0/1 commands=1/2$", mark)
+
+
+def test_a_reset_right_after_the_message_is_logged_like_any_end(gateway: Gateway) -> None:
+    """A client that resets the connection as soon as it sent the final dot:
+    the message is taken (the 250 was due), and the session still ends with
+    "lost connection after ..." and "disconnect" lines."""
+    mark = gateway.log_size()
+    client = open_transaction(gateway, "reset@example.org")
+    client.send(b"Subject: reset\r\n\r\nbody\r\n.\r\n")
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    client.sock.close()
+    client_name = r"unknown\[127\.0\.0\.2\]"
+    gateway.wait_for_log(r"from=<reset@example\.org>, size=\d+, nrcpt=1 \(queue active\)", mark)
+    gateway.wait_for_log(rf"lost connection after \S+ from {client_name}", mark)
+    gateway.wait_for_log(rf"disconnect from {client_name} ehlo=1 mail=1 rcpt=1 data=1", mark)
 
 
 def test_starttls_twice_is_refused(gateway: Gateway) -> None:

@@ -61,6 +61,7 @@ from mxgate.smtp import (
     StartTls,
 )
 from mxgate.smtp.parse import Verb
+from mxgate.smtp.state import State
 from mxgate.spool import Spool, SpoolError, SpoolFullError
 
 
@@ -367,7 +368,7 @@ class Session(asyncio.Protocol):
         if error is not None:
             if not isinstance(error, ConnectionError | OSError | ssl.SSLError):
                 self.log.line("smtpd", f"error: session with {self.client}: {error!r}")
-            self._end()
+            self._lost()
             if self.transport is not None:
                 self.transport.abort()
             return
@@ -376,13 +377,28 @@ class Session(asyncio.Protocol):
     def _go_on(self) -> None:
         """After a wait: read and handle what the client sent meanwhile."""
         if self.transport is None or self.transport.is_closing():
-            if not self._ended:
-                self.log.line("smtpd", f"lost connection from {self.client}")
-                self._end()
+            self._lost()
             return
         self._resume("busy")
         self._touch()
         self._process()
+
+    def _lost(self) -> None:
+        """The connection is gone after a wait (a commit, a failed TLS
+        hand-off): "lost connection after ..." and the "disconnect" line with
+        the session's counts, as at every other end of a session."""
+        if self._ended:
+            return
+        self._held = None
+        if self.conn.state is State.TLS:
+            # The protocol waits for the hand-off and takes no input meanwhile.
+            _bump(self.failed, "starttls")
+            self._log_close(ConnectionClosed("lost", "STARTTLS"))
+            self._end()
+            return
+        self.conn.receive_data(b"")
+        self._process()
+        self._end()  # in case the protocol had already ended the conversation
 
     def _send(self, data: bytes) -> None:
         transport = self.transport
