@@ -99,6 +99,12 @@ def test_mail_parameters() -> None:
         ("MAIL FROM:<a@b> ENVID=a+ZZ", "501 5.5.4 Bad ENVID parameter syntax"),
         ("MAIL FROM:<a@b> ENVID=a+0D+0Ab", "501 5.5.4 Bad ENVID parameter syntax"),
         ("MAIL FROM:<a@b> ENVID=" + "x" * 101, "501 5.5.4 Bad ENVID parameter syntax"),
+        ("MAIL FROM:<a@b> ENVID=" + "+3D" * 101, "501 5.5.4 Bad ENVID parameter syntax"),
+        (
+            "MAIL FROM:<a@b> FOO=" + "y" * 2020,
+            "555 5.5.4 Unsupported option: FOO=" + "y" * 60 + "...",
+        ),
+        ("MAIL FROM:<a@b> FOO=é", "555 5.5.4 Unsupported option: FOO=?"),
         ("MAIL FROM:<a@b> =x", "501 5.5.4 Error: bad parameter syntax"),
         ("MAIL FROM:<a@b> -X=1", "501 5.5.4 Error: bad parameter syntax"),
         ("MAIL FROM:<a@b> SIZE=", "501 5.5.4 Error: bad parameter syntax"),
@@ -119,6 +125,9 @@ def test_rcpt() -> None:
     assert event.params == {"NOTIFY": "success,Delay", "ORCPT": "rfc822;bob+2Bx@example.com"}
     assert rcpt("RCPT TO:<b@c> NOTIFY=never").notify == ("NEVER",)
     assert rcpt("RCPT TO:<b@c> ORCPT=utf-8;b\\x{E9}@c").orcpt == "utf-8;b\\x{E9}@c"
+    # RFC 3461 limits the text before xtext encoding: 500 and 100 characters.
+    assert rcpt("RCPT TO:<b@c> ORCPT=rfc822;" + "+41" * 500).orcpt == "rfc822;" + "A" * 500
+    assert mail("MAIL FROM:<a@b> ENVID=" + "+3D" * 100).envid == "=" * 100
 
 
 @pytest.mark.parametrize(
@@ -136,7 +145,8 @@ def test_rcpt() -> None:
         ("RCPT TO:<b@c> ORCPT=;b@c", "501 5.5.4 Bad ORCPT parameter syntax"),
         ("RCPT TO:<b@c> ORCPT=rfc822;", "501 5.5.4 Bad ORCPT parameter syntax"),
         ("RCPT TO:<b@c> ORCPT=rfc822;a+2", "501 5.5.4 Bad ORCPT parameter syntax"),
-        ("RCPT TO:<b@c> ORCPT=rfc822;" + "a" * 500, "501 5.5.4 Bad ORCPT parameter syntax"),
+        ("RCPT TO:<b@c> ORCPT=rfc822;" + "a" * 501, "501 5.5.4 Bad ORCPT parameter syntax"),
+        ("RCPT TO:<b@c> ORCPT=rfc822;" + "+41" * 501, "501 5.5.4 Bad ORCPT parameter syntax"),
         ("RCPT TO:<b@c> SIZE=10", "555 5.5.4 Unsupported option: SIZE=10"),
     ],
 )

@@ -218,7 +218,7 @@ def parse_rcpt(cmd: Command, max_line: int = COMMAND_LINE_LIMIT) -> RcptTo:
             addr_type, semi, text = _required(value, "ORCPT").partition(";")
             if not semi or not _ATOM.fullmatch(addr_type) or not text:
                 raise RemoteProtocolError(replies.bad_parameter("ORCPT"))
-            orcpt = f"{addr_type};{_xtext(text, 'ORCPT', ORCPT_LIMIT - len(addr_type) - 1)}"
+            orcpt = f"{addr_type};{_xtext(text, 'ORCPT', ORCPT_LIMIT)}"
         else:
             raise RemoteProtocolError(replies.unsupported_option(token))
     plain = {key: value for key, (_, value) in params.items()}
@@ -276,9 +276,14 @@ def _required(value: str | None, name: str) -> str:
 
 
 def _xtext(value: str, name: str, limit: int) -> str:
-    if len(value) > limit:
+    """The decoded xtext, at most ``limit`` characters: RFC 3461 limits ENVID
+    and ORCPT before encoding, and each character takes at most three after."""
+    if len(value) > 3 * limit:
         raise RemoteProtocolError(replies.bad_parameter(name))
     try:
-        return decode_xtext(value)
+        decoded = decode_xtext(value)
     except ValueError:
         raise RemoteProtocolError(replies.bad_parameter(name)) from None
+    if len(decoded) > limit:
+        raise RemoteProtocolError(replies.bad_parameter(name))
+    return decoded

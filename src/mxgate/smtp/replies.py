@@ -64,7 +64,15 @@ def bad_parameter(name: str) -> Reply:
 
 def unsupported_option(option: str) -> Reply:
     # RFC 5321 4.1.1.11: 555 for MAIL/RCPT parameters we do not implement.
-    return Reply(555, "5.5.4", f"Unsupported option: {option}")
+    # The option as sent, within a reply line's 512 octets (RFC 5321
+    # 4.5.3.1.5) and in printable ASCII whatever the client sent.
+    shown = "".join(c if " " < c < "\x7f" else "?" for c in option[:OPTION_SHOWN])
+    if len(option) > OPTION_SHOWN:
+        shown += "..."
+    return Reply(555, "5.5.4", f"Unsupported option: {shown}")
+
+
+OPTION_SHOWN = 64
 
 
 OK = Reply(250, "2.0.0", "Ok")
