@@ -42,22 +42,30 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # Postfix time units (postconf(5) "time units"): s, m, h, d, w; bare number = seconds.
 _TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_TIME_RE = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_TIME_RE = re.compile(r"^\s*([0-9]+)\s*([smhdw]?)\s*$")  # ASCII digits, not any Unicode Nd
+# Longer than any queue lifetime or key grace means a typo; far longer would
+# overflow the C time functions later (a traceback instead of this error).
+MAX_DURATION = 100 * 365 * 86400
 
 
 def parse_duration(value: object) -> int:
     """Seconds from ``300``, ``"300s"``, ``"5d"``... (Postfix syntax)."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 300s or 5d")
+    seconds: int | None = None
     if isinstance(value, int):
         if value < 0:
             raise ValueError("must not be negative")
-        return value
-    if isinstance(value, str):
+        seconds = value
+    elif isinstance(value, str):
         match = _TIME_RE.match(value)
         if match:
-            return int(match.group(1)) * _TIME_UNITS[match.group(2) or "s"]
-    raise ValueError(f"{value!r} is not a duration (a number with unit s, m, h, d or w)")
+            seconds = int(match.group(1)) * _TIME_UNITS[match.group(2) or "s"]
+    if seconds is None:
+        raise ValueError(f"{value!r} is not a duration (a number with unit s, m, h, d or w)")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"{value!r} is longer than 100 years")
+    return seconds
 
 
 def parse_int(value: object) -> int:
@@ -65,7 +73,7 @@ def parse_int(value: object) -> int:
         raise ValueError("expected a whole number")
     if isinstance(value, int):
         result = value
-    elif isinstance(value, str) and value.strip().isdigit():
+    elif isinstance(value, str) and re.fullmatch(r"[0-9]+", value.strip()):
         result = int(value)
     else:
         raise ValueError(f"{value!r} is not a whole number")
@@ -126,6 +134,31 @@ def _as_list(value: object) -> list[str]:
     raise ValueError(f"{value!r} is not a list of strings")
 
 
+def parse_line(value: object) -> str:
+    """A string that goes into an SMTP reply or a header: one line, no
+    control characters (a newline in the banner would end the greeting early
+    and make the rest look like another reply)."""
+    text = parse_str(value)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        raise ValueError(f"{text!r} contains a control character")
+    return text
+
+
+def parse_hostname(value: object) -> str:
+    """``myhostname``: a host name in ASCII (IDNA A-labels), as it goes into
+    the greeting, HELO and Received:; '' means the machine's name."""
+    text = parse_str(value)
+    if text and not _HOSTNAME.fullmatch(text):
+        raise ValueError(f"{text!r} is not a host name (letters, digits, '-' and dots)")
+    return text
+
+
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+    r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+)
+
+
 def parse_str_list(value: object) -> tuple[str, ...]:
     return tuple(_as_list(value))
 
@@ -150,8 +183,17 @@ def parse_endpoints(value: object) -> tuple[str, ...]:
     return tuple(endpoints)
 
 
+def parse_listen(value: object) -> tuple[str, ...]:
+    """``listen``: at least one endpoint (none would be a gateway that runs,
+    says it started, and takes no mail)."""
+    endpoints = parse_endpoints(value)
+    if not endpoints:
+        raise ValueError("give at least one host:port")
+    return endpoints
+
+
 def split_endpoint(text: str) -> tuple[str, int]:
-    match = re.match(r"^(?:\[([0-9A-Fa-f:.]+)\]|([^\[\]:]*)):(\d{1,5})$", text)
+    match = re.match(r"^(?:\[([0-9A-Fa-f:.]+)\]|([^\[\]:]*)):([0-9]{1,5})$", text)
     if not match or not 0 < int(match.group(3)) < 65536:
         raise ValueError(f"{text!r} is not host:port (IPv6 as [addr]:port)")
     host = match.group(1) or match.group(2) or "0.0.0.0"
@@ -287,7 +329,7 @@ def _delimiter(value: object) -> str:
 
 
 SETTINGS: dict[str, Setting] = {
-    "myhostname": Setting(parse_str, "name in the banner, HELO and Received: (default: FQDN)"),
+    "myhostname": Setting(parse_hostname, "name in the banner, HELO and Received: (default: FQDN)"),
     "mynetworks": Setting(parse_networks, "clients that may relay anywhere (CIDR list)"),
     "postmaster": Setting(parse_str, "where mail to postmaster goes (RFC 5321 4.5.1)"),
     "recipient_delimiter": Setting(_delimiter, "separates an address extension: user+ext"),
@@ -297,8 +339,8 @@ SETTINGS: dict[str, Setting] = {
     "relayhost": Setting(parse_str, "next hop for domains that are not ours (beats default)"),
     "virtual_alias_recursion_limit": Setting(parse_int, "forward expansion depth limit"),
     "virtual_alias_expansion_limit": Setting(parse_int, "forward expansion fan-out limit"),
-    "listen": Setting(parse_endpoints, "addresses the SMTP server listens on (host:port)"),
-    "smtpd_banner": Setting(parse_str, "text after 220 in the greeting"),
+    "listen": Setting(parse_listen, "addresses the SMTP server listens on (host:port)"),
+    "smtpd_banner": Setting(parse_line, "text after 220 in the greeting"),
     "message_size_limit": Setting(parse_int, "largest message in bytes (SIZE)"),
     "smtpd_recipient_limit": Setting(parse_int, "recipients per message"),
     "smtpd_timeout": Setting(parse_duration, "idle time before a client is dropped (421)"),

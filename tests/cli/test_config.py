@@ -76,6 +76,14 @@ def test_database_url_from_environment() -> None:
         ('database_url = "postgresql://[bad/mail"\n', "not a URL"),
         ('database_url = "postgresql://[::1]x/mail"\n', "bracketed IPv6 host"),
         ('database_url = "mysql://h/mail"\n', "must start with postgresql://"),
+        ('myhostname = "mx\\r\\n250 fake"\n', "is not a host name"),
+        ('myhostname = "mx_1.example"\n', "is not a host name"),
+        ('smtpd_banner = "$myhostname\\n250 fake"\n', "contains a control character"),
+        ("listen = []\n", "give at least one host:port"),
+        ('listen = ["127.0.0.1:２５"]\n', "bad value for 'listen'"),
+        ('message_size_limit = "١٢٣"\n', "bad value for 'message_size_limit'"),
+        ('maximal_queue_lifetime = "99999999999999d"\n', "longer than 100 years"),
+        ('srs_key_grace = "٣d"\n', "bad value for 'srs_key_grace'"),
     ],
 )
 def test_bad_files_name_file_key_and_reason(tmp_path: Path, text: str, expected: str) -> None:
