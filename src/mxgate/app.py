@@ -57,6 +57,14 @@ def database(config: MxgateConfig, *, prepare: bool = False) -> Iterator[str]:
         yield config.database_url
         return
     server = embedded_server(config)
+    if not prepare and not server.initialised():
+        # Only serve makes the embedded cluster: any other command run from
+        # another directory (state_dir defaults to ./var) would make a new,
+        # empty one there, then fail on its missing tables.
+        raise EmbeddedPostgresError(
+            f"no database_url set, and no embedded database in {server.datadir}:"
+            " set database_url, or run this where mxgate serve runs (its state_dir)"
+        )
     started_here = server.running_pid() is None
     if started_here:
         print(f"mxgate: starting the embedded PostgreSQL in {server.datadir}", file=sys.stderr)

@@ -80,7 +80,7 @@ def test_database_url_from_environment() -> None:
         ('myhostname = "mx_1.example"\n', "is not a host name"),
         ('smtpd_banner = "$myhostname\\n250 fake"\n', "contains a control character"),
         ("listen = []\n", "give at least one host:port"),
-        ('listen = ["127.0.0.1:２５"]\n', "bad value for 'listen'"),
+        ('listen = ["127.0.0.1:\uff12\uff15"]\n', "bad value for 'listen'"),  # fullwidth 25
         ('message_size_limit = "١٢٣"\n', "bad value for 'message_size_limit'"),
         ('maximal_queue_lifetime = "99999999999999d"\n', "longer than 100 years"),
         ('srs_key_grace = "٣d"\n', "bad value for 'srs_key_grace'"),
@@ -183,3 +183,14 @@ def test_output_that_cannot_be_written_is_one_line_not_a_traceback(tmp_path: Pat
         )
     assert result.returncode == 1
     assert result.stderr.decode() == "mxgate: cannot write the output: No space left on device\n"
+
+
+def test_commands_other_than_serve_never_make_an_embedded_database(tmp_path: Path) -> None:
+    """No database_url and no embedded cluster in state_dir (the command run
+    from another directory than serve): it made a new empty cluster there,
+    taking seconds, then failed on the missing tables."""
+    state = tmp_path / "var"
+    result = runner.invoke(app, ["domain", "list"], env={"MXGATE_STATE_DIR": str(state)})
+    assert result.exit_code == 1
+    assert f"no database_url set, and no embedded database in {state / 'pgdata'}" in (result.output)
+    assert not (state / "pgdata").exists()

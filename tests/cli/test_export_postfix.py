@@ -375,7 +375,7 @@ def test_files_modes_and_connection_lines(database_url: str, tmp_path: Path) -> 
 def test_a_url_that_is_not_postgresql_is_refused(tmp_path: Path) -> None:
     env = {"MXGATE_DATABASE_URL": "mysql://x/y", "MXGATE_STATE_DIR": str(tmp_path)}
     result = runner.invoke(app, ["export", "postfix", str(tmp_path / "maps")], env=env)
-    assert result.exit_code == 2 and "not a postgresql:// URL" in result.stderr
+    assert result.exit_code == 2 and "must start with postgresql://" in result.stderr
 
 
 def test_config_given_to_export_applies_to_postfix(database_url: str, tmp_path: Path) -> None:

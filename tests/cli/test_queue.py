@@ -48,6 +48,7 @@ def where(spooldir: Path, queue_id: str) -> Queue | None:
 
 
 def test_empty_queue(spooldir: Path) -> None:
+    spooldir.mkdir()
     assert run(spooldir, "list") == (0, "Mail queue is empty\n")
     assert run(spooldir, "list", "--json") == (0, "[]\n")
 
@@ -144,3 +145,11 @@ def test_messages_being_delivered_are_left_alone(spooldir: Path) -> None:
     code, out = run(spooldir, "delete", "--all")
     assert code == 0 and "being delivered now" in out
     assert where(spooldir, qid) is Queue.ACTIVE
+
+
+def test_a_spool_dir_that_does_not_exist_is_not_an_empty_queue(spooldir: Path) -> None:
+    """A typo in spool_dir, or the command run from another directory than
+    the gateway's: the queue was shown empty (and a new spool made there)."""
+    code, out = run(spooldir, "list")
+    assert code == 1 and f"no spool at {spooldir} (spool_dir)" in out
+    assert not spooldir.exists()

@@ -29,6 +29,13 @@ _MARK = {Queue.ACTIVE: "*", Queue.HOLD: "!"}
 
 def _open(config: Path | None) -> tuple[Spool, Path]:
     loaded = settings(config)
+    if not Path(loaded.config.spool_dir).is_dir():
+        # Opening would create an empty spool there, and a typo in spool_dir
+        # (or a command run from another directory) would show an empty queue.
+        fail(
+            f"no spool at {loaded.config.spool_dir} (spool_dir): check the setting;"
+            " mxgate serve creates it"
+        )
     try:
         return Spool(Path(loaded.config.spool_dir)), Path(loaded.config.state_dir)
     except SpoolError as exc:
