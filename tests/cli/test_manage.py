@@ -430,3 +430,11 @@ def test_a_stdout_that_cannot_encode_the_text(env: dict[str, str]) -> None:
     )
     assert exported.returncode == 0, exported.stderr
     assert '"comment": "für alle"'.encode() in exported.stdout
+
+
+def test_a_database_without_the_tables_says_to_migrate(database_url: str, tmp_path: Path) -> None:
+    env = {"MXGATE_DATABASE_URL": database_url, "MXGATE_STATE_DIR": str(tmp_path / "state")}
+    code, out = run(env, "domain", "list")
+    assert code == 1
+    assert 'relation "domain" does not exist: the database lacks mxgate\'s tables' in out
+    assert "(mxgate db migrate makes them)" in out

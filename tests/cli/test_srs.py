@@ -162,3 +162,13 @@ def test_encode_fails_without_a_key(env: dict[str, str]) -> None:
     assert code == 1 and out == "" and "cannot rewrite: no SRS key that can sign" in err
     code, out, _err = run(env, "srs", "keys")
     assert code == 0 and "no SRS keys" in out
+
+
+def test_keys_when_they_cannot_be_read_is_an_error(env: dict[str, str], tmp_path: Path) -> None:
+    """The database unreachable and no cached copy: it said "no SRS keys (mxgate
+    db migrate creates the first one)" and exit 0, which is not what is wrong."""
+    closed = {**env, "MXGATE_DATABASE_URL": "postgresql://mx@127.0.0.1:1/mail"}
+    closed["MXGATE_STATE_DIR"] = str(tmp_path / "empty-state")
+    code, out, err = run(closed, "srs", "keys")
+    assert code == 1 and out == ""
+    assert "cannot tell the SRS keys: (database unreachable: " in err and "no disk cache)" in err

@@ -40,8 +40,13 @@ def _settings(loaded: LoadedConfig) -> SrsSettings:
     return srs
 
 
-def _ring(loaded: LoadedConfig, *, quiet: bool = False) -> SrsKeyRing:
+def _ring(loaded: LoadedConfig, *, quiet: bool = False, known: bool = False) -> SrsKeyRing:
+    """The keys, saying where they came from unless ``quiet``; ``known``:
+    fail when there are none because none could be read (rather than none
+    in the database)."""
     keys = load_srs_keys(loaded.config)
+    if known and not keys.ring.keys and keys.source.startswith("none"):
+        fail(f"cannot tell the SRS keys: {keys.source.removeprefix('none ')}")
     if keys.source != "database" and not quiet:
         print(f"mxgate: SRS keys from {keys.source}", file=sys.stderr)
     return keys.ring
@@ -118,7 +123,7 @@ def keys_cmd(
     """The SRS keys: which signs, which only verify, and until when."""
     loaded = settings(config)
     srs = _settings(loaded)
-    ring = _ring(loaded)
+    ring = _ring(loaded, known=True)
     now = time.time()
     rows = []
     for key in ring.keys:

@@ -48,5 +48,9 @@ async def connection(
             yield conn
         finally:
             await conn.close()
+    except asyncpg.UndefinedTableError as exc:
+        raise DirectoryError(
+            f"{what}: {exc}: the database lacks mxgate's tables (mxgate db migrate makes them)"
+        ) from exc
     except DATABASE_ERRORS as exc:
         raise DirectoryError(f"{what}: {type(exc).__name__}: {exc}") from exc
