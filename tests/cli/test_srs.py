@@ -112,7 +112,17 @@ def test_explain_shows_the_srs_decision(env: dict[str, str]) -> None:
     assert "james@example.com is outside our domains, reached through a forward" in note
     assert f"sender <{SENDER}> rewritten to <SRS0=" in note and "@mx.example.net>" in note
     code, out, _err = run(env, "explain", "--sender", SENDER, "nobody@server1.example.com")
-    assert "sender rewritten by SRS" in out
+    assert f"      srs: {note.removeprefix('srs: ')}" in out
+    # The null sender (the default) is never rewritten, and the text says so.
+    code, out, _err = run(env, "explain", "nobody@server1.example.com")
+    assert code == 0 and "rewritten to" not in out and "srs: " in out, out
+    # Options as in MAIL FROM: <> is the null sender; a client must be an address.
+    code, out, _err = run(env, "explain", "--sender", "<>", "nobody@server1.example.com")
+    assert code == 0 and "<<>>" not in out
+    code, _out, err = run(env, "explain", "--client", "notanip", "james@server1.example.com")
+    assert code == 2 and "--client 'notanip': not an IP address" in err
+    code, _out, err = run(env, "explain", "--sender", "bad addr", "james@server1.example.com")
+    assert code == 2 and "--sender 'bad addr': not a mail address" in err
     # A mailbox of ours: nothing about SRS.
     _code, out, _err = run(
         env, "explain", "--json", "--sender", SENDER, "james@server1.example.com"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Annotated
 
@@ -10,6 +11,7 @@ import typer
 from mxgate.app import load_routing, routing_policy
 from mxgate.cli.common import EXIT_USAGE, ConfigOption, fail, settings
 from mxgate.cli.srs import context as srs_context
+from mxgate.core.address import AddressError, parse_path
 from mxgate.core.explain import to_json_dict, to_text
 from mxgate.core.policy import decide_recipient
 from mxgate.core.query import MAPS, query
@@ -28,6 +30,16 @@ def explain(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
 ) -> None:
     """The full decision for one recipient: reply, expansion, route of each final recipient."""
+    try:
+        client = str(ipaddress.ip_address(client))
+    except ValueError:
+        fail(f"--client {client!r}: not an IP address", EXIT_USAGE)
+    # As in MAIL FROM: <> is the null sender, and the brackets are optional.
+    sender = sender.strip()
+    if sender.startswith("<") and sender.endswith(">"):
+        sender = sender[1:-1]
+    if sender and isinstance(parse_path(sender, smtputf8=True), AddressError):
+        fail(f"--sender {sender!r}: not a mail address", EXIT_USAGE)
     loaded = settings(config)
     snapshot = load_routing(loaded.config)
     decision = decide_recipient(

@@ -59,13 +59,14 @@ def to_text(decision: RecipientDecision) -> str:
         out += [f"  {'  ' * s.depth}{s.address}  [{s.note}]" for s in decision.expansion]
     if decision.deliveries:
         out += ["", "deliveries:"]
+        # Whether the sender is rewritten depends on the sender (not the null
+        # one, not an unqualified one): the trace's srs line says which.
+        srs_note = next((line for line in decision.trace if line.startswith("srs: ")), None)
         for d in decision.deliveries:
             out.append(f"  {d.recipient} -> {describe_route(d.route)}")
             out.append(f"      because {d.reason}")
             if d.srs:
-                out.append(
-                    "      sender rewritten by SRS (a forward to the outside; see the trace)"
-                )
+                out.append(f"      {srs_note or 'srs: a forward to the outside (SRS applies)'}")
     if decision.deferred:
         out += ["", "deferred (no route yet; retried, re-resolved at each attempt):"]
         out += [f"  {d.recipient}: {d.reason}" for d in decision.deferred]
