@@ -438,3 +438,17 @@ def test_a_database_without_the_tables_says_to_migrate(database_url: str, tmp_pa
     assert code == 1
     assert 'relation "domain" does not exist: the database lacks mxgate\'s tables' in out
     assert "(mxgate db migrate makes them)" in out
+
+
+def test_control_characters_in_comments(env: dict[str, str]) -> None:
+    """Refused from the command line; rows written by other tools are shown
+    escaped (ESC reached the terminal raw, a newline forged a row)."""
+    code, out = run(env, "domain", "add", "ctl.example", "--comment", "a\x1b[31mred")
+    assert code == 1 and "control characters (newlines, tabs, ESC) are refused" in out
+    sql(env, "INSERT INTO domain (domain, comment) VALUES ('raw.example', $1)", "x\x1b[2Jy\nz")
+    code, out = run(env, "domain", "list")
+    assert code == 0 and "\x1b" not in out and "x\\x1b[2Jy\\nz" in out, out
+    code, out = run(env, "domain", "show", "raw.example")
+    assert code == 0 and "\x1b" not in out and "x\\x1b[2Jy\\nz" in out, out
+    code, out = run(env, "domain", "list", "--limit", str(2**63))
+    assert code == 2, out

@@ -162,7 +162,12 @@ def comment(text: str | None) -> str | None:
     """A comment; '' clears it (NULL)."""
     if text is None or not text.strip():
         return None
-    return _width(text.strip(), COMMENT_WIDTH, "comment")
+    value = text.strip()
+    # One line of printable text: listings print it raw, where a newline would
+    # break the one-row-per-line output and ESC could drive the terminal.
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value):
+        raise Refusal(f"comment {value!r}: control characters (newlines, tabs, ESC) are refused")
+    return _width(value, COMMENT_WIDTH, "comment")
 
 
 def quota(text: str) -> int:

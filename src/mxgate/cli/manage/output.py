@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,8 +44,10 @@ DomainOpt = Annotated[str | None, typer.Option("--domain", "-d", help="Only rows
 NodeOpt = Annotated[
     str | None, typer.Option("--node", help="Only rows of this node ('' for none / gateway).")
 ]
-LimitOpt = Annotated[int, typer.Option("--limit", min=1, help="Rows per page.")]
-OffsetOpt = Annotated[int, typer.Option("--offset", min=0, help="Rows to skip.")]
+# Bounded: PostgreSQL's LIMIT and OFFSET are 64-bit (a larger one was a
+# DataError from the database instead of a usage error).
+LimitOpt = Annotated[int, typer.Option("--limit", min=1, max=2**62, help="Rows per page.")]
+OffsetOpt = Annotated[int, typer.Option("--offset", min=0, max=2**62, help="Rows to skip.")]
 CommentOpt = Annotated[str | None, typer.Option("--comment", help="Free text ('' clears it).")]
 
 
@@ -79,8 +82,18 @@ def console() -> Console:
     return out
 
 
+# Rows may come from other tools (or an import) with any characters in a
+# comment: shown escaped, so that ESC cannot drive the terminal and a newline
+# cannot forge a row.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def _visible(text: str) -> str:
+    return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
+
+
 def _cell(value: object) -> Text:
-    return Text("-" if value is None else str(value))
+    return Text("-" if value is None else _visible(str(value)))
 
 
 def echo_json(document: object) -> None:
@@ -160,7 +173,7 @@ def show_object(title: str, document: Mapping[str, object], as_json: bool) -> No
                 table.add_row(*(_cell(v) for v in row.values()))
             out.print(table)
         else:
-            out.print(Text(f"{key + ':':<{width}} {_plain(value)}"))
+            out.print(Text(f"{key + ':':<{width}} {_visible(_plain(value))}"))
 
 
 def _plain(value: object) -> str:
