@@ -549,3 +549,28 @@ def test_junk_verbs_are_counted_as_unknown(gateway: Gateway) -> None:
     gateway.wait_for_log(
         r"disconnect from unknown\[127\.0\.0\.2\] unknown=0/3 noop=1 quit=1 commands=2/5", mark
     )
+
+
+def test_an_unqualified_sender_is_refused_and_a_source_route_dropped(gateway: Gateway) -> None:
+    """MAIL FROM:<u> was taken and relayed as it was (next hops refuse it,
+    bounces cannot reach it): 504 as Postfix's reject_non_fqdn_sender says.
+    A source route is dropped (RFC 5321 3.3): the sender is its mailbox."""
+    mark = gateway.log_size()
+    with gateway.raw(OUTSIDE) as client:
+        assert client.reply().code == 220
+        assert client.command("EHLO client.test").code == 250
+        assert str(client.command("MAIL FROM:<MAILER-DAEMON>")) == (
+            "504 5.5.2 <MAILER-DAEMON>: Sender address rejected: need fully-qualified address"
+        )
+        assert client.command("MAIL FROM:<>").code == 250  # the null sender is not unqualified
+        assert client.command("RSET").code == 250
+        reply = client.command("MAIL FROM:<@a.example,@b.example:routed@example.org>")
+        assert str(reply) == "250 2.1.0 Ok"
+        assert client.command("RCPT TO:<james@server1.example.com>").code == 250
+        assert client.command("DATA").code == 354
+        assert client.command(b"Subject: routed\r\n\r\nbody\r\n.").code == 250
+        assert client.command("QUIT").code == 221
+    gateway.wait_for_log(
+        r"NOQUEUE: reject: MAIL from unknown\[127\.0\.0\.2\]: 504 5\.5\.2 <MAILER-DAEMON>", mark
+    )
+    gateway.wait_for_log(r"from=<routed@example\.org>, size=\d+, nrcpt=1", mark)

@@ -145,6 +145,14 @@ def need_fqdn(address: str) -> Reply:
     )
 
 
+def need_fqdn_sender(address: str) -> Reply:
+    """Postfix's reject_non_fqdn_sender: RFC 5321 4.1.2 wants a domain, and an
+    unqualified sender would reach the next hop (and bounces) as it is."""
+    return Reply(
+        504, "5.5.2", f"<{address}>: Sender address rejected: need fully-qualified address"
+    )
+
+
 def expansion_failed(address: str, enhanced: str, reason: str) -> Reply:
     """Refusal of a known recipient whose expansion reaches nothing
     deliverable: 5.4.6 for a loop or a limit, 5.1.1 for dead ends, or the

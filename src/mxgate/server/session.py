@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ssl
 import time
 from collections.abc import Callable, Coroutine
@@ -26,7 +27,7 @@ from typing import Any, Protocol, cast
 from mxgate.core.address import AddressError, parse_path
 from mxgate.core.envelope import Envelope
 from mxgate.core.policy import decide_recipient
-from mxgate.core.reply import Reply
+from mxgate.core.reply import Reply, need_fqdn_sender
 from mxgate.core.snapshot import RoutingData
 from mxgate.core.srs_keys import SrsContext
 from mxgate.maillog import MailLog, client_label
@@ -476,6 +477,15 @@ class Session(asyncio.Protocol):
             if isinstance(parsed, AddressError):
                 self._log_reject("MAIL", BAD_SENDER, sender=event.address)
                 return BAD_SENDER
+            if not parsed.is_qualified:
+                refused = need_fqdn_sender(_printable(event.address))
+                self._log_reject("MAIL", refused, sender=event.address)
+                return refused
+            if parsed.has_source_route:
+                # RFC 5321 3.3 and appendix C: the route is dropped, the
+                # mailbox at its end is the sender (next hops need not
+                # accept routes; bounces go to the mailbox).
+                event = dataclasses.replace(event, address=str(parsed))
         self.tx = Transaction(mail=event)
         return OK_SENDER
 
