@@ -259,7 +259,7 @@ def test_noop_vrfy_expn_help_auth_unknown() -> None:
         C: HELP
         S: 214 2.0.0 See RFC 5321
         C: AUTH PLAIN AGFsaWNlAHNlY3JldA==
-        S: 502 5.5.1 Error: authentication not enabled
+        S: 503 5.5.1 Error: authentication not enabled
         C: BDAT 10 LAST
         S: 502 5.5.2 Error: command not recognized
         C: XYZZY

@@ -93,7 +93,8 @@ BAD_UTF8 = Reply(500, "5.5.2", "Error: bad UTF-8 syntax")
 EMPTY_COMMAND = Reply(500, "5.5.2", "Error: bad syntax")
 UNRECOGNIZED = Reply(502, "5.5.2", "Error: command not recognized")
 NOT_IMPLEMENTED = Reply(502, "5.5.1", "Error: command not implemented")
-AUTH_DISABLED = Reply(502, "5.5.1", "Error: authentication not enabled")
+# 503 as Postfix answers AUTH when SASL is off (smtpd.c), not 502.
+AUTH_DISABLED = Reply(503, "5.5.1", "Error: authentication not enabled")
 TLS_ALREADY_ACTIVE = Reply(554, "5.5.1", "Error: TLS already active")
 # Postfix's smtpd_forbidden_commands: an HTTP client (or a cross-protocol
 # attack through a browser) talking to port 25 is disconnected at once.
