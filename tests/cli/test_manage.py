@@ -89,6 +89,10 @@ def test_internationalised_domains_are_stored_as_a_labels(env: dict[str, str]) -
         ("info@xn--bcher-kva.example",)
     ]
     assert run_json(env, "domain", "show", "bücher.example")["mailboxes"] == 1
+    assert run(env, "domain", "add", "xn--bcher-kva.example")[0] == 1  # the same, as A-label
+    for bad in ("xn--zz.example", "xn--a.example"):
+        code, out = run(env, "domain", "add", bad)
+        assert code == 1 and "is not a valid IDNA A-label" in out, out
 
 
 def test_forward_destinations_outside_keep_their_local_part(env: dict[str, str]) -> None:

@@ -51,6 +51,14 @@ def domain_name(text: str) -> str:
     domain = normalize_domain(value)
     if isinstance(domain, AddressError):
         raise Refusal(f"{text!r} is not a domain name ({domain.detail})")
+    for label in domain.split("."):
+        if label.startswith("xn--"):
+            # An A-label must decode (punycode) and encode back to itself:
+            # no mail client would ever send mail to one that does not.
+            try:
+                label.encode("ascii").decode("idna")
+            except UnicodeError:
+                raise Refusal(f"{text!r}: {label!r} is not a valid IDNA A-label") from None
     return domain
 
 
