@@ -153,3 +153,13 @@ def test_a_spool_dir_that_does_not_exist_is_not_an_empty_queue(spooldir: Path) -
     code, out = run(spooldir, "list")
     assert code == 1 and f"no spool at {spooldir} (spool_dir)" in out
     assert not spooldir.exists()
+
+
+def test_selections_that_select_nothing_are_usage_errors(spooldir: Path) -> None:
+    spooldir.mkdir()
+    code, out = run(spooldir, "requeue")
+    assert code == 2 and "name message IDs or give --all" in out and "--sender" not in out
+    code, out = run(spooldir, "delete")
+    assert code == 2 and "give --all, --sender, --recipient or --domain" in out
+    code, out = run(spooldir, "delete", "--domain", " ")
+    assert code == 2 and "--domain: give a value (it was empty)" in out

@@ -173,8 +173,17 @@ def _run(
     selector: admin.Selector,
     wake: bool,
 ) -> None:
+    for option, value in (
+        ("--sender", selector.sender),
+        ("--recipient", selector.recipient),
+        ("--domain", selector.domain),
+    ):
+        if value is not None and not value.strip():
+            fail(f"{option}: give a value (it was empty)", EXIT_USAGE)
     if selector.is_empty():
-        fail("name message IDs or give --all, --sender, --recipient or --domain", EXIT_USAGE)
+        # requeue selects by ID or --all only.
+        filters = "--all" if action == "requeue" else "--all, --sender, --recipient or --domain"
+        fail(f"name message IDs or give {filters}", EXIT_USAGE)
     spool, state_dir = _open(config)
     functions = {
         "hold": admin.hold,
