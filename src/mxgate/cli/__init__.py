@@ -7,6 +7,7 @@ exit status, never a traceback.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import sys
@@ -54,9 +55,18 @@ def main() -> None:
         finally:
             sys.stdout.flush()  # here, where a failure can still be reported
     except OSError as exc:
+        if exc.errno not in _OUTPUT_ERRORS:
+            # Not the output: one line all the same, naming what failed.
+            print(f"mxgate: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
         # Output nobody can take: a full disk, a closed pipe or terminal.
         # (click already ends quietly on a pipe closed early, as with head.)
         print(f"mxgate: cannot write the output: {exc.strerror or exc}", file=sys.stderr)
         # Nothing more for the interpreter to flush at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(1) from None
+
+
+# What writing to standard output fails with (commands catch their own file
+# errors and say which file).
+_OUTPUT_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EPIPE, errno.EBADF})
