@@ -264,6 +264,19 @@ def test_smtputf8_needed_but_not_offered_bounces() -> None:
     )
     assert results["jösé@d.test"].status is Status.DELIVERED
     assert peer.sessions[0].commands[1] == "MAIL FROM:<s@src.test> SMTPUTF8"
+    # With DSN, the original recipient goes as RFC 6533's utf-8 type (it was
+    # "rfc822;" followed by the xtext of its UTF-8 bytes).
+    peer, results = run(
+        deliver_once(
+            PeerScript(extensions=("SMTPUTF8", "8BITMIME", "DSN")),
+            recipients("jösé+x=y@d.test"),
+            smtputf8=True,
+        )
+    )
+    assert results["jösé+x=y@d.test"].status is Status.DELIVERED
+    assert peer.sessions[0].commands[2] == (
+        "RCPT TO:<jösé+x=y@d.test> ORCPT=utf-8;j\\x{F6}s\\x{E9}\\x{2B}x\\x{3D}y@d.test"
+    )
 
 
 def test_lmtp_over_tcp_gives_one_reply_per_recipient() -> None:

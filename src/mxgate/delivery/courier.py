@@ -34,6 +34,7 @@ from mxgate.core.outcome import Bounced, Deferred, Delivered, Outcome, classify,
 from mxgate.core.reply import Reply
 from mxgate.core.transport import Route, RouteKind
 from mxgate.smtp.client import Command, MailRequest, RcptRequest
+from mxgate.smtp.encode import encode_utf8_addr_xtext
 from mxgate.spool import SpoolError
 
 from .nexthop import (
@@ -314,7 +315,15 @@ class _Attempt:
 
 
 def _rcpt(rcpt: Recipient) -> RcptRequest:
-    orcpt = rcpt.orcpt or (f"rfc822;{rcpt.original}" if rcpt.original else None)
+    orcpt = rcpt.orcpt
+    if orcpt is None and rcpt.original:
+        original = rcpt.original
+        # RFC 6533 3: a non-ASCII address is not an rfc822 one; its type is utf-8.
+        orcpt = (
+            f"rfc822;{original}"
+            if original.isascii()
+            else f"utf-8;{encode_utf8_addr_xtext(original)}"
+        )
     return RcptRequest(rcpt.address, tuple(n.value for n in rcpt.notify), orcpt)
 
 

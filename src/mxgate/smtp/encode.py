@@ -30,6 +30,16 @@ def encode_xtext(text: str) -> str:
     return "".join(chr(b) if b in _XCHAR else f"+{b:02X}" for b in text.encode("utf-8"))
 
 
+def encode_utf8_addr_xtext(address: str) -> str:
+    """``address`` as RFC 6533 3 utf-8-addr-xtext, for ``ORCPT=utf-8;``:
+    printable ASCII but '+', '=' and '\\' as it is, everything else as
+    ``\\x{HEX}`` (``jösé@d`` -> ``j\\x{F6}s\\x{E9}@d``). The result has no '+'
+    or '=', so the xtext encoding of the ORCPT value leaves it as it is."""
+    return "".join(
+        c if "!" <= c <= "~" and c not in "+=\\" else f"\\x{{{ord(c):X}}}" for c in address
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class MailRequest:
     """What MAIL FROM should carry. Each parameter is sent only when the
