@@ -185,12 +185,24 @@ def test_output_that_cannot_be_written_is_one_line_not_a_traceback(tmp_path: Pat
     assert result.stderr.decode() == "mxgate: cannot write the output: No space left on device\n"
 
 
-def test_commands_other_than_serve_never_make_an_embedded_database(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["domain", "list"],
+        ["db", "status"],
+        ["db", "migrate"],
+        ["srs", "rotate"],
+        ["forward", "add", "a@server1.example.com", "b@example.org"],
+    ],
+)
+def test_commands_other_than_serve_never_make_an_embedded_database(
+    tmp_path: Path, command: list[str]
+) -> None:
     """No database_url and no embedded cluster in state_dir (the command run
     from another directory than serve): it made a new empty cluster there,
     taking seconds, then failed on the missing tables."""
     state = tmp_path / "var"
-    result = runner.invoke(app, ["domain", "list"], env={"MXGATE_STATE_DIR": str(state)})
-    assert result.exit_code == 1
+    result = runner.invoke(app, command, env={"MXGATE_STATE_DIR": str(state)})
+    assert result.exit_code == 1, result.output
     assert f"no database_url set, and no embedded database in {state / 'pgdata'}" in (result.output)
     assert not (state / "pgdata").exists()

@@ -10,6 +10,7 @@ import typer
 from mxgate.app import database
 from mxgate.cli.common import ConfigOption, fail, settings
 from mxgate.directory import DirectoryError, SchemaStatus, grant_statements, migrate, status
+from mxgate.embedded import EmbeddedPostgresError
 
 app = typer.Typer(no_args_is_help=True, help="Database schema: migrate and status.")
 
@@ -32,11 +33,11 @@ def migrate_cmd(
             typer.echo(statement)
         return
     loaded = settings(config)
-    with database(loaded.config) as dsn:
-        try:
+    try:
+        with database(loaded.config) as dsn:
             applied = asyncio.run(migrate(dsn))
-        except DirectoryError as exc:
-            fail(str(exc))
+    except (DirectoryError, EmbeddedPostgresError) as exc:
+        fail(str(exc))
     if applied:
         for name in applied:
             typer.echo(f"applied {name}")
@@ -70,10 +71,10 @@ def describe(result: SchemaStatus) -> list[str]:
 def status_cmd(config: ConfigOption = None) -> None:
     """Schema version, pending migrations and row counts."""
     loaded = settings(config)
-    with database(loaded.config) as dsn:
-        try:
+    try:
+        with database(loaded.config) as dsn:
             result = asyncio.run(status(dsn))
-        except DirectoryError as exc:
-            fail(str(exc))
+    except (DirectoryError, EmbeddedPostgresError) as exc:
+        fail(str(exc))
     for line in describe(result):
         typer.echo(line)

@@ -27,6 +27,7 @@ from mxgate.core.address import Address, parse_path
 from mxgate.core.srs_keys import SrsContext, SrsKey, SrsKeyRing, SrsSettings
 from mxgate.core.srs_policy import check_address, rewrite_sender
 from mxgate.directory import DirectoryError, rotate
+from mxgate.embedded import EmbeddedPostgresError
 
 app = typer.Typer(no_args_is_help=True, help="Sender Rewriting Scheme: keys, encode, decode.")
 
@@ -87,11 +88,11 @@ def rotate_cmd(
     except ValueError as exc:
         fail(f"--delay: {exc}", EXIT_USAGE)
     grace = _settings(loaded).key_grace
-    with database(loaded.config) as dsn:
-        try:
+    try:
+        with database(loaded.config) as dsn:
             done = asyncio.run(rotate(dsn, delay=seconds, grace=grace))
-        except DirectoryError as exc:
-            fail(str(exc))
+    except (DirectoryError, EmbeddedPostgresError) as exc:
+        fail(str(exc))
     typer.echo(f"new SRS key {done.key_id} signs from {_when(done.signs_from)}")
     if done.retired:
         until = _when(done.signs_from + grace)
