@@ -456,3 +456,24 @@ def test_control_characters_in_comments(env: dict[str, str]) -> None:
     assert code == 0 and "\x1b" not in out and "x\\x1b[2Jy\\nz" in out, out
     code, out = run(env, "domain", "list", "--limit", str(2**63))
     assert code == 2, out
+
+
+def test_narrow_terminals_fold_keys_rather_than_cut_them() -> None:
+    """At 20 columns three xn-- domains were cut to the same "xn--…"."""
+    import io
+
+    from rich.console import Console
+
+    from mxgate.cli.manage.output import _table
+
+    table = _table(["domain", "node"])
+    keys = ["xn--bcher-kva.example", "xn--mller-kva.example", "xn--caf-dma.example"]
+    for key in keys:
+        table.add_row(key, "maila")
+    out = io.StringIO()
+    Console(file=out, width=20, highlight=False).print(table)
+    text = out.getvalue()
+    assert "…" not in text
+    # The first column, its folded lines joined: every key whole.
+    column = "".join(line.split("│")[0].strip() for line in text.splitlines()[2:])
+    assert column == "".join(keys), text

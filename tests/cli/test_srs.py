@@ -182,3 +182,8 @@ def test_keys_when_they_cannot_be_read_is_an_error(env: dict[str, str], tmp_path
     code, out, err = run(closed, "srs", "keys")
     assert code == 1 and out == ""
     assert "cannot tell the SRS keys: (database unreachable: " in err and "no disk cache)" in err
+
+
+def test_encode_refuses_an_alias_domain_that_is_not_a_domain(env: dict[str, str]) -> None:
+    code, out, err = run(env, "srs", "encode", SENDER, "--alias-domain", "bad dom")
+    assert code == 2 and out == "" and "--alias-domain 'bad dom' is not a domain name" in err

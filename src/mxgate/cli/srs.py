@@ -23,7 +23,7 @@ import typer
 from mxgate.app import database, load_srs_keys, srs_settings
 from mxgate.cli.common import EXIT_USAGE, ConfigOption, fail, settings
 from mxgate.config import LoadedConfig, parse_duration
-from mxgate.core.address import Address, parse_path
+from mxgate.core.address import Address, AddressError, normalize_domain, parse_path
 from mxgate.core.srs_keys import SrsContext, SrsKey, SrsKeyRing, SrsSettings
 from mxgate.core.srs_policy import check_address, rewrite_sender
 from mxgate.directory import DirectoryError, rotate
@@ -165,6 +165,11 @@ def encode_cmd(
         text = ""
     elif not isinstance(parse_path(text, smtputf8=True), Address):
         fail(f"{sender!r} is not an address", EXIT_USAGE)
+    if alias_domain:
+        domain = normalize_domain(alias_domain.strip())
+        if isinstance(domain, AddressError):
+            fail(f"--alias-domain {alias_domain!r} is not a domain name", EXIT_USAGE)
+        alias_domain = domain
     ctx = SrsContext(srs, _ring(loaded), time.time())
     rewrite = rewrite_sender(ctx, text, alias_domain)
     if rewrite.rewritten:

@@ -92,6 +92,15 @@ def _visible(text: str) -> str:
     return _CONTROL.sub(lambda match: repr(match.group())[1:-1], text)
 
 
+def _table(names: Sequence[str]) -> Table:
+    """Columns that fold rather than cut on a narrow terminal: cut, keys
+    such as xn--... domains all end in the same ellipsis."""
+    table = Table(show_edge=False, pad_edge=False)
+    for name in names:
+        table.add_column(name, overflow="fold")
+    return table
+
+
 def _cell(value: object) -> Text:
     return Text("-" if value is None else _visible(str(value)))
 
@@ -144,7 +153,7 @@ def show_page(query: ListQuery, page: Page, as_json: bool) -> None:
     if not page.rows:
         out.print(Text(f"no {query.table} rows" + (" here" if page.total else "")))
     else:
-        table = Table(*LIST_COLUMNS[query.table][1], show_edge=False, pad_edge=False)
+        table = _table(LIST_COLUMNS[query.table][1])
         for row in page.rows:
             table.add_row(*(_cell(v) for v in row.values()))
         out.print(table)
@@ -168,7 +177,7 @@ def show_object(title: str, document: Mapping[str, object], as_json: bool) -> No
     for key, value in document.items():
         if isinstance(value, list) and value and isinstance(value[0], Mapping):
             out.print(Text(f"{key + ':':<{width}}"))
-            table = Table(*value[0].keys(), show_edge=False, pad_edge=False)
+            table = _table(list(value[0].keys()))
             for row in value:
                 table.add_row(*(_cell(v) for v in row.values()))
             out.print(table)
