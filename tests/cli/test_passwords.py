@@ -219,3 +219,14 @@ def test_a_password_in_bytes_that_are_not_utf8(env: dict[str, str], encoding: st
     )
     assert result.returncode == 1, result.stderr
     assert result.stderr.decode() == "mxgate: the password is not UTF-8 text\n"
+
+
+def test_passwd_of_a_mailbox_that_does_not_exist_asks_nothing(env: dict[str, str]) -> None:
+    """It asked for the password (twice on a terminal) and only then said the
+    mailbox did not exist; now it says so before reading anything."""
+    # Nothing on stdin: read first, that was "the password is empty".
+    result = runner.invoke(
+        app, ["mailbox", "passwd", "nosuch@server1.example.com"], env=env, input=""
+    )
+    assert result.exit_code == 1
+    assert result.output == "mxgate: mailbox nosuch@server1.example.com does not exist\n"

@@ -114,6 +114,11 @@ def passwd_cmd(
     """Set a mailbox's password (from the prompt or standard input)."""
     with refusals():
         address = rules.mailbox_address(email, "mailbox")
+        # Before the prompt: nobody should type a password twice to learn of a typo.
+        found = on_database(config, lambda dsn: manage.mailbox_details(dsn, address))
+    if found is None:
+        not_found(f"mailbox {address}")
+    with refusals():
         hashed = hash_password(read_password(scheme), scheme, rounds)
         on_database(config, lambda dsn: manage.set_password(dsn, address, hashed))
     typer.echo(f"changed the password of {address} ({scheme.value})")
