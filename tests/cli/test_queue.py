@@ -94,6 +94,11 @@ def test_hold_then_release(spooldir: Path) -> None:
         qid = put(spool, "a@example.org", ["x@example.com"], Queue.DEFERRED)
     assert run(spooldir, "hold", qid)[1].startswith("held 1 message(s)")
     assert where(spooldir, qid) is Queue.HOLD
+    # Named again: said, not just counted as 0.
+    assert run(spooldir, "hold", qid) == (
+        0,
+        f"held 0 message(s); left as they were: {qid} (hold)\n",
+    )
     assert run(spooldir, "release", qid)[1].startswith("released 1 message(s)")
     assert where(spooldir, qid) is Queue.INCOMING
 

@@ -12,7 +12,7 @@ Never speaks SMTP or SQL; never decides routing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from mxgate.core.envelope import Envelope, RecipientState
 from mxgate.spool.errors import MessageNotFoundError, SpoolError
@@ -71,11 +71,16 @@ class ActionReport:
     done: list[str]
     busy: list[str]  # being delivered right now: left alone
     missing: list[str]  # named but not in the queue
+    # Named, but in a queue the action does not apply to (hold of a held
+    # message, release of one not held): "ID (queue)".
+    unchanged: list[str] = field(default_factory=list)
 
     def summary(self, verb: str) -> str:
         text = f"{verb} {len(self.done)} message(s)"
         if self.busy:
             text += f"; {len(self.busy)} being delivered now, left alone: {' '.join(self.busy)}"
+        if self.unchanged:
+            text += f"; left as they were: {', '.join(self.unchanged)}"
         if self.missing:
             text += f"; not in the queue: {' '.join(self.missing)}"
         return text
@@ -99,6 +104,8 @@ def _act(
             report.busy.append(entry.queue_id)
             continue
         if entry.queue not in wanted:
+            if entry.queue_id in selector.queue_ids:
+                report.unchanged.append(f"{entry.queue_id} ({entry.queue.value})")
             continue
         try:
             _apply(spool, entry, action, now)
