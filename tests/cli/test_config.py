@@ -206,3 +206,11 @@ def test_commands_other_than_serve_never_make_an_embedded_database(
     assert result.exit_code == 1, result.output
     assert f"no database_url set, and no embedded database in {state / 'pgdata'}" in (result.output)
     assert not (state / "pgdata").exists()
+
+
+def test_print_grants_needs_a_role_name() -> None:
+    """An empty role printed GRANTs ``TO ""``, which PostgreSQL refuses."""
+    result = runner.invoke(app, ["db", "migrate", "--print-grants", " "], env={})
+    assert result.exit_code == 2 and "--print-grants: give the role's name" in result.output
+    result = runner.invoke(app, ["db", "migrate", "--print-grants", "mxro"], env={})
+    assert result.exit_code == 0 and 'TO "mxro"' in result.output

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mxgate.app import database
-from mxgate.cli.common import ConfigOption, fail, settings
+from mxgate.cli.common import EXIT_USAGE, ConfigOption, fail, settings
 from mxgate.directory import DirectoryError, SchemaStatus, grant_statements, migrate, status
 from mxgate.embedded import EmbeddedPostgresError
 
@@ -29,6 +29,8 @@ def migrate_cmd(
 ) -> None:
     """Create the tables on an empty database or upgrade the tutorial's in place."""
     if grants_for is not None:
+        if not grants_for.strip():
+            fail("--print-grants: give the role's name", EXIT_USAGE)
         for statement in grant_statements(grants_for):
             typer.echo(statement)
         return
