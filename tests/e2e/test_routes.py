@@ -614,6 +614,24 @@ def test_permanent_failure_produces_a_delivery_status_notification(
     gateway.wait_for_log(rf"{qid}: removed", since=mark)
 
 
+def test_an_smtputf8_client_may_send_orcpt_in_utf8(gateway: Gateway, hops: Hops) -> None:
+    """RFC 6533 3: in an SMTPUTF8 transaction ORCPT=utf-8; may carry the
+    address as UTF-8. It is accepted (it was a 501) and goes on to the next
+    hop in the ASCII form, \\x{HEX} for each non-ASCII character."""
+    mid = unique_id("orcpt-utf8")
+    send(
+        gateway,
+        ["ok-dsn@bracket.test"],
+        message(mid),
+        mail_options=["SMTPUTF8"],
+        rcpt_options={"ok-dsn@bracket.test": ["ORCPT=utf-8;J\u00f6rg+2Bnews@b\u00fccher.test"]},
+    )
+    hops.smtp.wait_for(mid)
+    lines = [c for c in hops.smtp.commands() if "J\\x{F6}rg" in c]
+    orcpt = "ORCPT=utf-8;J\\x{F6}rg\\x{2B}news@b\\x{FC}cher.test"
+    assert lines == [f"RCPT TO:<ok-dsn@bracket.test> {orcpt}"]
+
+
 def test_full_return_by_default(gateway: Gateway, hops: Hops) -> None:
     mid = unique_id("dsn-full")
     sent = message(mid, body="THE-WHOLE-BODY")

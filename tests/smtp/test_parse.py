@@ -130,6 +130,42 @@ def test_rcpt() -> None:
     assert mail("MAIL FROM:<a@b> ENVID=" + "+3D" * 100).envid == "=" * 100
 
 
+def rcpt8(line: str) -> RcptTo:
+    return parse_rcpt(parse_command(line.encode() + b"\r\n"), smtputf8=True)
+
+
+def test_orcpt_utf8_address_sent_as_utf8_in_an_smtputf8_transaction() -> None:
+    # RFC 6533 3: with SMTPUTF8 the utf-8 address may travel as UTF-8
+    # (utf-8-addr-unitext); it is kept in the ASCII form (utf-8-addr-xtext)
+    # that DSNs and next hops without SMTPUTF8 take.
+    assert rcpt8("RCPT TO:<b@c> ORCPT=utf-8;j\u00f6s\u00e9@d").orcpt == "utf-8;j\\x{F6}s\\x{E9}@d"
+    assert rcpt8("RCPT TO:<b@c> ORCPT=UTF-8;\u00e9\u6f22@d").orcpt == "utf-8;\\x{E9}\\x{6F22}@d"
+    # Raw UTF-8, embedded \x{..} and xtext mixed: one canonical form.
+    mixed = rcpt8("RCPT TO:<b@c> ORCPT=utf-8;j\\x{F6}s\u00e9+2Bx\\x{3D}y@d").orcpt
+    assert mixed == "utf-8;j\\x{F6}s\\x{E9}\\x{2B}x\\x{3D}y@d"
+    # An ASCII value is taken as before, SMTPUTF8 or not.
+    assert rcpt8("RCPT TO:<b@c> ORCPT=utf-8;b\\x{E9}@c").orcpt == "utf-8;b\\x{E9}@c"
+    # The limit counts the address's characters, not the octets of its escapes.
+    assert rcpt8("RCPT TO:<b@c> ORCPT=utf-8;" + "\u00e9" * 498 + "@d").orcpt is not None
+
+
+@pytest.mark.parametrize(
+    ("line", "smtputf8"),
+    [
+        ("RCPT TO:<b@c> ORCPT=utf-8;j\u00f6s@d", False),  # raw UTF-8 needs SMTPUTF8
+        ("RCPT TO:<b@c> ORCPT=rfc822;j\u00f6s@d", True),  # an rfc822 address is ASCII
+        ("RCPT TO:<b@c> ORCPT=utf-8;" + "\u00e9" * 499 + "@d", True),  # 501 characters
+        ("RCPT TO:<b@c> ORCPT=utf-8;\u00e9\\x{1B}@d", True),  # a control character
+        ("RCPT TO:<b@c> ORCPT=utf-8;\u00e9+1B@d", True),
+        ("RCPT TO:<b@c> ORCPT=utf-8;\u00e9+2@d", True),  # broken xtext
+    ],
+)
+def test_orcpt_utf8_refusals(line: str, smtputf8: bool) -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        parse_rcpt(parse_command(line.encode() + b"\r\n"), smtputf8=smtputf8)
+    assert info.value.reply.line() == "501 5.5.4 Bad ORCPT parameter syntax"
+
+
 @pytest.mark.parametrize(
     ("line", "reply"),
     [

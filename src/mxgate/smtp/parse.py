@@ -22,6 +22,7 @@ from typing import Final, Literal
 from mxgate.core.reply import BAD_RECIPIENT_SYNTAX, BAD_SENDER_SYNTAX, Reply
 
 from . import replies
+from .encode import encode_utf8_addr_xtext
 from .errors import RemoteProtocolError
 from .events import BodyType, MailFrom, RcptTo
 
@@ -93,6 +94,8 @@ _VALUE = re.compile(r"[^\x00-\x20=\x7f]+")  # esmtp-value (+ UTF-8, RFC 6531)
 _XTEXT = re.compile(r"(?:[!-*,-<>-~]|\+[0-9A-Fa-f]{2})*")  # RFC 3461 4
 _HEXCHAR = re.compile(r"\+([0-9A-Fa-f]{2})")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NON_ASCII_RUN = re.compile(r"([^\x00-\x7f]+)")
+_EMBEDDED_UNICODE = re.compile(r"\\x\{([0-9A-Fa-f]{1,6})\}")  # RFC 6533 3
 _ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/?^_`{|}~-]+")  # RFC 5322 atext (no '=')
 _NOTIFY_WORDS = frozenset({"SUCCESS", "FAILURE", "DELAY"})
 
@@ -198,8 +201,11 @@ def parse_mail(cmd: Command, max_line: int = COMMAND_LINE_LIMIT) -> MailFrom:
     return MailFrom(address, plain, size, body, smtputf8, ret, envid)
 
 
-def parse_rcpt(cmd: Command, max_line: int = COMMAND_LINE_LIMIT) -> RcptTo:
-    """``RCPT TO:<path> [params]`` -> ``RcptTo`` (grammar only)."""
+def parse_rcpt(
+    cmd: Command, max_line: int = COMMAND_LINE_LIMIT, *, smtputf8: bool = False
+) -> RcptTo:
+    """``RCPT TO:<path> [params]`` -> ``RcptTo`` (grammar only); ``smtputf8``:
+    the transaction's MAIL FROM had SMTPUTF8 (RFC 6531)."""
     address, tail = _path(cmd, "TO:", "RCPT TO:<address>", BAD_RECIPIENT_SYNTAX, max_line)
     if not address:  # RFC 5321 4.1.1.3: the null path is for senders only
         raise RemoteProtocolError(BAD_RECIPIENT_SYNTAX)
@@ -218,7 +224,10 @@ def parse_rcpt(cmd: Command, max_line: int = COMMAND_LINE_LIMIT) -> RcptTo:
             addr_type, semi, text = _required(value, "ORCPT").partition(";")
             if not semi or not _ATOM.fullmatch(addr_type) or not text:
                 raise RemoteProtocolError(replies.bad_parameter("ORCPT"))
-            orcpt = f"{addr_type};{_xtext(text, 'ORCPT', ORCPT_LIMIT)}"
+            if smtputf8 and not text.isascii() and addr_type.lower() == "utf-8":
+                orcpt = f"utf-8;{_utf8_addr_unitext(text)}"
+            else:
+                orcpt = f"{addr_type};{_xtext(text, 'ORCPT', ORCPT_LIMIT)}"
         else:
             raise RemoteProtocolError(replies.unsupported_option(token))
     plain = {key: value for key, (_, value) in params.items()}
@@ -273,6 +282,37 @@ def _required(value: str | None, name: str) -> str:
     if value is None:
         raise RemoteProtocolError(replies.bad_parameter(name))
     return value
+
+
+def _utf8_addr_unitext(value: str) -> str:
+    """An ``ORCPT=utf-8;`` address sent as UTF-8 (RFC 6533 3 utf-8-addr-unitext,
+    allowed in an SMTPUTF8 transaction), kept in its ASCII form
+    utf-8-addr-xtext (``\\x{HEX}`` for every non-ASCII character, as
+    mxgate's client sends it): the form a delivery-status notification and a
+    next hop without SMTPUTF8 take. The limit counts characters of the
+    address, as for any ORCPT."""
+    if len(value) > 3 * ORCPT_LIMIT:
+        raise RemoteProtocolError(replies.bad_parameter("ORCPT"))
+    address: list[str] = []
+    for i, piece in enumerate(_NON_ASCII_RUN.split(value)):
+        if i % 2:  # a run of UTF-8 characters, taken as they are
+            address.append(piece)
+            continue
+        try:
+            address.append(decode_xtext(piece))
+        except ValueError:
+            raise RemoteProtocolError(replies.bad_parameter("ORCPT")) from None
+    text = _EMBEDDED_UNICODE.sub(_unembed, "".join(address))
+    if len(text) > ORCPT_LIMIT or _CONTROL.search(text):
+        raise RemoteProtocolError(replies.bad_parameter("ORCPT"))
+    return encode_utf8_addr_xtext(text)
+
+
+def _unembed(m: re.Match[str]) -> str:
+    point = int(m.group(1), 16)
+    if point > 0x10FFFF or 0xD800 <= point <= 0xDFFF:
+        return m.group()  # no character: left as it came, escaped on the way out
+    return chr(point)
 
 
 def _xtext(value: str, name: str, limit: int) -> str:

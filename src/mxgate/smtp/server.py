@@ -99,6 +99,7 @@ class ServerConnection:
         self._step: Step | None = None
         self._decoder: DataDecoder | None = None
         self._tls_active = False
+        self._smtputf8 = False  # the current transaction's MAIL had SMTPUTF8
         self._closed: ConnectionClosed | None = None
         self._after = "CONNECT"
 
@@ -248,13 +249,16 @@ class ServerConnection:
             return self._refuse(cmd.name, replies.SIZE_EXCEEDS_LIMIT)  # RFC 1870 6.1
         if not event.smtputf8 and not event.address.isascii():
             return self._refuse(cmd.name, NEED_SMTPUTF8)  # RFC 6531 3.4
+        # RCPT comes only after a MAIL that was accepted, so the last one
+        # parsed is the transaction's.
+        self._smtputf8 = event.smtputf8
         return self._ask(event, step)
 
     def _on_rcpt(self, cmd: Command, step: Step) -> Event | None:
         # Whether a non-ASCII recipient needs SMTPUTF8 is the routing core's
         # call (SPEC section 3 lists it among the RCPT decisions).
         try:
-            return self._ask(parse_rcpt(cmd, self._max_line), step)
+            return self._ask(parse_rcpt(cmd, self._max_line, smtputf8=self._smtputf8), step)
         except RemoteProtocolError as error:
             return self._refuse(cmd.name, error.reply)
 
