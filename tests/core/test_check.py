@@ -41,6 +41,16 @@ def kinds(rows: RawRows, **settings: object) -> set[tuple[str, str, str]]:
     return {(f.severity.value, f.kind, f.key) for f in findings(rows, **settings)}
 
 
+def test_an_address_kept_by_its_forward_and_taken_by_a_row_is_fine() -> None:
+    # A forward to itself beside a relay catch-all (the relay takes it), or for
+    # user+ext whose user is a mailbox: nothing to say.
+    rows = with_rows(
+        relays=[("@e.example", "maila")],
+        forwards=[("z@e.example", "z@e.example"), (f"james+x@{D}", f"james+x@{D}")],
+    )
+    assert not [f for f in findings(rows) if f.kind == "forward-to-itself"]
+
+
 def test_good_rows_have_no_errors_or_warnings() -> None:
     # The node has no transport rows at all: one info, nothing more.
     assert kinds(GOOD) == {("info", "node-without-transport", "maila")}
@@ -57,6 +67,12 @@ def test_good_rows_have_no_errors_or_warnings() -> None:
         # a forward target in our domains that nothing takes
         ({"forwards": [(f"x@{D}", f"ghost@{D}")]}, ("error", "dead-end", f"x@{D}")),
         ({"forwards": [(f"x@{D}", "not an address")]}, ("error", "bad-destination", f"x@{D}")),
+        # a forward that keeps an address nothing else takes (it stays, and its
+        # next hop has no mailbox for it), directly or further down
+        ({"forwards": [(f"z@{D}", f"z@{D}"), (f"z@{D}", "copy@outside.example")]},
+         ("warning", "forward-to-itself", f"z@{D}")),
+        ({"forwards": [(f"y@{D}", f"z@{D}"), (f"z@{D}", f"Z@{D}")]},
+         ("warning", "forward-to-itself", f"y@{D}")),
         # a domain with mailboxes and no transport row for the gateways
         ({"domains": [("noroute.test", "maila")], "mailboxes": [("bob@noroute.test", "maila")]},
          ("error", "no-transport", "noroute.test")),

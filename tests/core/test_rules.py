@@ -111,6 +111,21 @@ def test_vet_forward_dead_ends_and_force() -> None:
     assert warnings and "dead end" in warnings[0]
 
 
+def test_vet_forward_refuses_a_forward_to_itself_that_nothing_else_takes() -> None:
+    # z -> z stays (SPEC section 4), and nothing but the forward knows z: the
+    # gateway would accept it and relay it to a next hop without its mailbox.
+    with pytest.raises(Refusal, match=r"z@d\.example maps to itself, but no mailbox"):
+        rules.vet_forward(data(), "z@d.example", ["z@d.example"], ExpansionSettings())
+    warnings = rules.vet_forward(
+        data(), "z@d.example", ["z@d.example", "copy@x.example"], ExpansionSettings(), force=True
+    )
+    assert warnings and "maps to itself" in warnings[0]
+    # Taken by a relay catch-all of its domain: fine.
+    relayed = data()
+    relayed.relays["@d.example"] = "n"
+    assert rules.vet_forward(relayed, "z@d.example", ["z@d.example"], ExpansionSettings()) == []
+
+
 def test_vet_forward_ignores_problems_it_did_not_cause() -> None:
     # a -> b is already a dead end; adding a second, good destination is fine.
     assert rules.vet_forward(data(), "a@d.example", ["m@d.example"], ExpansionSettings()) == []

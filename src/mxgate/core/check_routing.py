@@ -14,7 +14,13 @@ from collections import defaultdict
 from mxgate.core.address import Address, parse_path
 from mxgate.core.check_rows import CheckSettings, Finding, RawRows, Severity, finding
 from mxgate.core.expand import FailureKind, forward_targets, split_destinations
-from mxgate.core.rules import ExpansionSettings, expansion_failures, route_keys
+from mxgate.core.rules import (
+    ExpansionSettings,
+    expansion_failures,
+    route_keys,
+    stays_untaken,
+    stays_untaken_text,
+)
 from mxgate.core.snapshot import RoutingData
 from mxgate.core.transport import TransportError, find_transport_row, parse_transport
 
@@ -185,6 +191,20 @@ def forward_findings(
             continue
         if not forward_targets(data.forwards[key]):
             continue
+        for recipient in stays_untaken(data, key, settings):
+            if ("stays", recipient) in seen:
+                continue
+            seen.add(("stays", recipient))
+            out.append(
+                finding(
+                    Severity.WARNING,
+                    "forward-to-itself",
+                    "forward",
+                    key,
+                    f"forward {key}: {stays_untaken_text(recipient)} (add a mailbox or relay"
+                    " row for it, or drop the forward row that names it)",
+                )
+            )
         for failure in expansion_failures(data, key, settings):
             if failure.kind is FailureKind.LOOP:
                 members = frozenset(failure.reason.partition(": ")[2].split(" -> "))

@@ -25,6 +25,9 @@ from typing import NamedTuple
 from mxgate.core.address import Address, parse_path, split_extension
 from mxgate.core.snapshot import RoutingData
 
+# The rule of a final recipient that a forward row maps to itself (SPEC
+# section 4: "an address that maps to itself stays").
+STAYS = "maps to itself: stays"
 LOOP_STATUS = "5.4.6"  # RFC 3463 X.4.6 routing loop detected; also used for limits
 UNKNOWN_STATUS = "5.1.1"  # RFC 3463 X.1.1 bad destination mailbox address
 
@@ -202,6 +205,22 @@ def lookup_recipient(
     return Lookup(LookupKind.UNKNOWN, f"no row for {key}")
 
 
+def taken_as_itself(data: RoutingData, address: Address, delimiter: str) -> bool:
+    """Whether a row other than a forward takes ``address`` as it is: a
+    mailbox or relay row for it (or for it without its extension), or a relay
+    catch-all of its domain. A forward that maps an address to itself
+    without one of these hands it to a next hop that has no mailbox for it."""
+    key = address.key
+    if key in data.mailboxes or key in data.relays:
+        return True
+    split = None if address.quoted else split_extension(address.local, delimiter)
+    if split is not None:
+        base = f"{split[0].lower()}@{address.domain}"
+        if base in data.mailboxes or base in data.relays:
+            return True
+    return not address.routing_chars and f"@{address.domain}" in data.relays
+
+
 def is_known(data: RoutingData, address: Address, delimiter: str) -> bool:
     """SPEC section 3: a mailbox, a relay, a forward with a non-empty
     destination, or covered by a forward or relay catch-all (after the
@@ -249,7 +268,7 @@ class _Expander:
             elif tag == _INVALID:
                 self.fail(depth, token, FailureKind.DEAD_END, reason)
             elif address is not None and tag == _SELF:
-                self.final(depth, address, "maps to itself: stays", True)
+                self.final(depth, address, STAYS, True)
             elif address is not None:
                 self.visit(address, depth, stack)
         steps = tuple(self.steps) if self.steps is not None else ()

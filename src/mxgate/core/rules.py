@@ -20,7 +20,15 @@ from collections.abc import Container
 from dataclasses import dataclass
 
 from mxgate.core.address import Address, AddressError, normalize_domain, parse_path
-from mxgate.core.expand import Failure, FailureKind, expand, forward_targets
+from mxgate.core.expand import (
+    STAYS,
+    Expansion,
+    Failure,
+    FailureKind,
+    expand,
+    forward_targets,
+    taken_as_itself,
+)
 from mxgate.core.snapshot import RoutingData
 from mxgate.core.transport import TransportError, parse_transport
 
@@ -246,7 +254,12 @@ def expansion_failures(
 ) -> tuple[Failure, ...]:
     """The failures of the expansion of source ``key`` (or of an address its
     catch-all takes), as the gateway would meet them."""
-    result = expand(
+    result = _expand_key(data, key, settings)
+    return result.failures
+
+
+def _expand_key(data: RoutingData, key: str, settings: ExpansionSettings) -> Expansion:
+    return expand(
         data,
         probe_address(data, key),
         delimiter=settings.delimiter,
@@ -254,7 +267,27 @@ def expansion_failures(
         recursion_limit=settings.recursion_limit,
         expansion_limit=settings.expansion_limit,
     )
-    return result.failures
+
+
+def stays_untaken(data: RoutingData, key: str, settings: ExpansionSettings) -> list[str]:
+    """Final recipients of the expansion of ``key`` that a forward maps to
+    themselves (they stay, SPEC section 4) while no mailbox, relay or relay
+    catch-all takes them: accepted, then relayed to their domain's next hop,
+    which has no mailbox for them and bounces them."""
+    result = _expand_key(data, key, settings)
+    return [
+        final.recipient
+        for final in result.finals
+        if final.rule == STAYS and not taken_as_itself(data, final.address, settings.delimiter)
+    ]
+
+
+def stays_untaken_text(recipient: str) -> str:
+    return (
+        f"{recipient} maps to itself, but no mailbox, relay or relay catch-all takes it:"
+        " mail to it is accepted and relayed to its domain's next hop, which has no"
+        " mailbox for it"
+    )
 
 
 def vet_forward(
@@ -301,8 +334,17 @@ def vet_forward(
         if target.lower() in present:
             raise Refusal(f"forward {key} -> {target} already exists")
     before = set(_failure_keys(expansion_failures(data, key, settings)))
+    stayed = set(stays_untaken(data, key, settings))
     data.forwards[key] = tuple(sorted((*existing, *destinations)))
     problems: list[str] = []
+    for recipient in stays_untaken(data, key, settings):
+        if recipient in stayed:
+            continue  # not caused by these rows
+        text = stays_untaken_text(recipient)
+        if not force:
+            problems.append(text + " (add a mailbox or relay row first, or use --force)")
+        else:
+            warnings.append(text)
     for failure in expansion_failures(data, key, settings):
         if _failure_key(failure) in before:
             continue  # not caused by these rows
