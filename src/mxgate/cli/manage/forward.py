@@ -2,8 +2,9 @@
 
 ``add`` vets the new rows on a fresh snapshot with the gateway's own
 expansion (``mxgate.core.rules.vet_forward``): loops and limits are refused,
-and so are dead ends (a target in our domains that nothing takes) and
-sources a mailbox or relay shadows, unless ``--force``.
+and so are dead ends (a target in our domains that nothing takes), an
+address kept by mapping to itself that nothing else takes, and sources a
+mailbox or relay shadows, unless ``--force``.
 """
 
 from __future__ import annotations
