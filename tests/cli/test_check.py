@@ -31,6 +31,7 @@ INSERT INTO forward (source, destination) VALUES
     ('loop2@server1.example.com', 'loop1@server1.example.com'),
     ('dead@bad.example', 'ghost@bad.example'),
     ('empty@server1.example.com', ''),
+    ('self@server1.example.com', 'self@server1.example.com'),
     ('@nowhere.example', 'a@b.example');
 """
 
@@ -66,6 +67,7 @@ def test_check_finds_each_kind_and_fails(database_url: str, tmp_path: Path) -> N
         ("warning", "case-variant", "mixed@server1.example.com"),
         ("warning", "case-variant", "bad.example"),
         ("warning", "empty-destination", "empty@server1.example.com"),
+        ("warning", "forward-to-itself", "self@server1.example.com"),
         ("info", "catch-all-with-mailboxes", "@server1.example.com"),
     ]:
         assert expected in found

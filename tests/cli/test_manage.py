@@ -216,6 +216,24 @@ def test_dead_ends_are_refused_unless_forced(env: dict[str, str]) -> None:
     assert run(env, "forward", "add", "sales@" + S1, "ghost@" + S1)[0] == 0
 
 
+def test_a_forward_keeping_an_address_nothing_takes_is_refused_unless_forced(
+    env: dict[str, str],
+) -> None:
+    assert run(env, "domain", "add", "keep.example", "--node", "maila")[0] == 0
+    assert run(env, "transport", "add", "keep.example", "smtp:[192.0.2.9]")[0] == 0
+    code, out = run(env, "forward", "add", "z@keep.example", "z@keep.example", "x@y.example")
+    assert code == 1
+    assert "z@keep.example maps to itself, but no mailbox" in out and "--force" in out
+    assert "z@keep.example" not in run(env, "forward", "list")[1]
+    code, out = run(
+        env, "forward", "add", "z@keep.example", "z@keep.example", "x@y.example", "--force"
+    )
+    assert code == 0 and "warning: z@keep.example maps to itself" in out
+    # A relay catch-all takes it: nothing to say.
+    assert run(env, "relay", "add", "@keep.example", "--node", "maila")[0] == 0
+    assert run(env, "forward", "add", "w@keep.example", "w@keep.example")[0] == 0
+
+
 def test_several_destinations_are_one_row_each(env: dict[str, str]) -> None:
     code, out = run(
         env, "forward", "add", "info@" + S1, "a@x.example", "b@y.example", "a@x.example"
