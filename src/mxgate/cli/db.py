@@ -64,8 +64,11 @@ def describe(result: SchemaStatus) -> list[str]:
     ]
     if result.modified:
         lines.append(f"MODIFIED since applied: {', '.join(result.modified)}")
+    # The counts in one column, after the longest name (mxgate_change_log).
+    width = max((len(table) + 2 for table in result.row_counts), default=0)
+    width = max(width, 16)
     for table, count in result.row_counts.items():
-        lines.append(f"rows in {table + ':':<16}{count}")
+        lines.append(f"rows in {table + ':':<{width}}{count}")
     return lines
 
 
