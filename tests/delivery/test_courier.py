@@ -6,6 +6,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from mxgate.core.envelope import DsnRet, Notify, Recipient
 from mxgate.core.outcome import Bounced, Deferred, Delivered
 from mxgate.delivery import Courier, CourierConfig, StaticResolver, Status, Timeouts
@@ -244,6 +246,18 @@ def test_lost_connection_at_data() -> None:
     reply = results["u@d.test"].reply
     assert reply.enhanced == "4.4.2"
     assert reply.text == "lost connection with 127.0.0.1[127.0.0.1] while sending DATA command"
+
+
+@pytest.mark.parametrize("answer", ["250 2.0.0 Ok", "220 weird"])
+def test_a_positive_reply_to_data_is_no_delivery(answer: str) -> None:
+    # Only 354 may answer DATA (RFC 5321 4.3.2): the body never went, so the
+    # recipient is deferred, never "sent".
+    peer, results = run(deliver_once(PeerScript(data=answer), recipients("u@d.test")))
+    result = results["u@d.test"]
+    assert result.status is Status.DEFERRED, result.text
+    assert result.reply.enhanced == "4.5.0"
+    assert f"unexpected reply to DATA, 354 expected: {answer}" in result.text
+    assert all(not s.messages for s in peer.sessions)
 
 
 def test_message_over_the_servers_size_limit_bounces_before_mail() -> None:

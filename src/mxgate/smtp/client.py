@@ -340,6 +340,14 @@ class ClientConnection:
                 self.state = ClientState.BODY
                 return SendBody()
             if mail_ok:
+                if reply.is_positive:
+                    # RFC 5321 4.3.2: only 354 may answer DATA. A 2xx here
+                    # would read as "delivered" for a body that never went;
+                    # a transient failure (as for a reply we cannot read)
+                    # keeps the message and tries again.
+                    reply = Reply(
+                        451, "4.5.0", f"unexpected reply to DATA, 354 expected: {reply.line()}"
+                    )
                 for i in self._accepted:
                     self._results[i] = RecipientReply(self._rcpts[i].address, reply, command)
             return self._done()
