@@ -9,16 +9,19 @@ import io
 import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from mxgate.core.envelope import Envelope, Notify, Recipient, RecipientState
 from mxgate.core.retry import RetryPolicy
 from mxgate.core.routing import RoutingPolicy
 from mxgate.core.snapshot import RoutingData
-from mxgate.delivery import Courier, CourierConfig, StaticResolver
+from mxgate.delivery import Courier, CourierConfig, StaticResolver, notices
 from mxgate.delivery.bounce import BounceSettings
 from mxgate.delivery.scheduler import QueueManager, SchedulerSettings
 from mxgate.maillog import MailLog
-from mxgate.spool import Queue, Spool
+from mxgate.spool import Queue, Spool, SpoolError
 from tests.delivery.peers import PeerScript, ScriptedPeer
 
 BODY = b"Subject: hello\r\nMessage-ID: <m1@example.org>\r\n\r\nHello there.\r\n"
@@ -204,6 +207,50 @@ def test_permanent_failure_bounces_to_the_sender_once(tmp_path: Path) -> None:
             assert "Final-Recipient: rfc822; b@example.com" in text
             assert "Action: failed" in text and "Status: 5.1.1" in text
             assert "sender non-delivery notification" in log.getvalue()
+
+    asyncio.run(run())
+
+
+def test_a_bounce_that_cannot_be_queued_keeps_the_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full spool refuses the non-delivery report: the original stays
+    queued, its bounced recipient deferred (as Postfix defers a recipient whose
+    bounce it cannot record), and a later pass reports it. Before, the
+    original was removed and the sender never heard."""
+    full = True
+    real = notices.enqueue_bounce  # type: ignore[attr-defined]
+
+    async def enqueue_bounce(*args: Any, **kwargs: Any) -> str:
+        if full:
+            raise SpoolError("No space left on device")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(notices, "enqueue_bounce", enqueue_bounce)
+
+    async def run() -> None:
+        nonlocal full
+        script = PeerScript(rcpt=lambda arg: "550 5.1.1 gone" if "a@" in arg else "250 2.1.5 Ok")
+        async with ScriptedPeer(script) as peer:
+            log = io.StringIO()
+            with Spool(tmp_path / "spool") as spool:
+                qid = enqueue(spool, "s@example.com", [Recipient("a@example.com", "a@example.com")])
+                clock = Clock(1e9 + 5)
+                qm = manager(spool, lambda: snapshot(peer.port), clock, log)
+                await settle(qm, spool)
+                assert spool.locate(qid) is Queue.DEFERRED
+                [kept] = spool.load(qid, Queue.DEFERRED).envelope.recipients
+                assert kept.state is RecipientState.DEFERRED and kept.attempts == 1
+                assert "550 5.1.1 gone" in kept.last_reply
+                assert "non-delivery notification owed for 1 recipient(s)" in log.getvalue()
+                # The spool has room again; the retry meets the same 550 and reports it.
+                full = False
+                clock.now += 301
+                await settle(qm, spool)
+                await settle(qm, spool)  # the report itself goes out
+                assert spool.locate(qid) is None
+            bounces = [m for m in peer.messages if m.mail_from.startswith("FROM:<>")]
+            assert [b.rcpts for b in bounces] == [["s@example.com"]]
 
     asyncio.run(run())
 

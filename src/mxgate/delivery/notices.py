@@ -42,8 +42,9 @@ class Notices:
         self.clock = clock
         self.on_queue = on_queue
 
-    async def failed(self, envelope: Envelope, addresses: set[str]) -> None:
-        """One report for the recipients of ``addresses`` that just bounced."""
+    async def failed(self, envelope: Envelope, addresses: set[str]) -> bool:
+        """One report for the recipients of ``addresses`` that just bounced;
+        False when the report is owed (it could not be queued)."""
         target = bounce_target(envelope, is_our_bounce(envelope), self.settings.postmaster)
         if target is None:
             self.maillog.line(
@@ -52,7 +53,7 @@ class Notices:
                 f"{'postmaster notification' if envelope.sender == '' else 'message'} "
                 "discarded (no one to tell)",
             )
-            return
+            return True
         postmaster_copy = target != envelope.sender
         failed = [
             r
@@ -60,9 +61,10 @@ class Notices:
             if r.address in addresses
         ]
         if not failed:
-            return  # NOTIFY=NEVER, or NOTIFY without FAILURE: the sender asked for silence
-        # The recipients stay bounced if this fails; the report is lost, and the log says so.
-        await self._queue(envelope, failed, target, "failure", "sender non-delivery notification")
+            return True  # NOTIFY=NEVER, or NOTIFY without FAILURE: the sender asked for silence
+        return await self._queue(
+            envelope, failed, target, "failure", "sender non-delivery notification"
+        )
 
     async def relayed(self, envelope: Envelope, addresses: set[str]) -> None:
         """RFC 3461 5.2.2: recipients that asked for NOTIFY=SUCCESS and were

@@ -282,16 +282,31 @@ class QueueManager:
         newly_bounced = {
             address for address, r in updated.items() if r.state is RecipientState.BOUNCED
         }
-        if newly_bounced:
-            await self.notices.failed(after, newly_bounced)
+        policy = self.settings.retry
+        owed = bool(newly_bounced) and not await self.notices.failed(after, newly_bounced)
+        if owed:
+            # The report could not be queued (a full spool): as Postfix defers
+            # a recipient whose bounce it cannot record, the message stays and
+            # its bounced recipients are tried again; the next pass meets the
+            # same refusal and queues the report then. Never removed unreported.
+            after = _report_later(
+                envelope, after, newly_bounced, self.clock() + policy.minimal_backoff_time
+            )
+            self.maillog.line(
+                "qmgr",
+                f"{envelope.queue_id}: non-delivery notification owed for"
+                f" {len(newly_bounced)} recipient(s): kept in the queue",
+            )
         if relayed:
             await self.notices.relayed(after, relayed)
-        policy = self.settings.retry
         if not after.is_done and delay_warning_due(
             after.arrival, self.clock(), policy.delay_warning_time, after.delay_warned
         ):
             after = await self.notices.delayed(after)
-        await self._finish(after)
+        if owed:
+            await asyncio.to_thread(self._defer, after)
+        else:
+            await self._finish(after)
 
     def _route(
         self, envelope: Envelope, recipients: list[Recipient], now: float
@@ -430,6 +445,25 @@ def _due(recipient: Recipient, now: float) -> bool:
     return recipient.state is RecipientState.DEFERRED and (
         recipient.next_attempt is None or recipient.next_attempt <= now
     )
+
+
+def _report_later(
+    before: Envelope, after: Envelope, bounced: set[str], retry_at: float
+) -> Envelope:
+    """``after`` with the report of ``bounced`` still owed: a recipient bounced
+    at RCPT time stays unreported (attempts 0), one bounced by this pass is
+    deferred until ``retry_at`` with its attempt counted and its reply kept."""
+    old = {r.address: r for r in before.recipients}
+    recipients = []
+    for recipient in after.recipients:
+        prior = old.get(recipient.address)
+        if recipient.address in bounced and prior is not None:
+            if prior.state is RecipientState.BOUNCED:
+                recipient = prior
+            else:
+                recipient = replace(recipient, state=RecipientState.DEFERRED, next_attempt=retry_at)
+        recipients.append(recipient)
+    return after.with_recipients(tuple(recipients))
 
 
 def _mark_reported(recipient: Recipient) -> Recipient:
