@@ -138,6 +138,20 @@ def test_delete_by_selector(spooldir: Path, option: str, value: str) -> None:
     assert where(spooldir, kept) is Queue.INCOMING
 
 
+@pytest.mark.parametrize("name", ["MAILER-DAEMON", "mailer-daemon", "<>"])
+def test_the_null_sender_is_selected_by_the_name_listings_show(spooldir: Path, name: str) -> None:
+    # Backscatter clean-up: bounces have the null sender, which listings show
+    # as MAILER-DAEMON (as Postfix's mailq does).
+    with Spool(spooldir) as spool:
+        bounce = put(spool, "", ["victim@example.com"])
+        kept = put(spool, "friend@example.org", ["other@example.net"])
+    assert "MAILER-DAEMON" in run(spooldir, "list")[1]
+    code, out = run(spooldir, "delete", "--sender", name)
+    assert (code, out) == (0, "deleted 1 message(s)\n")
+    assert where(spooldir, bounce) is None
+    assert where(spooldir, kept) is Queue.INCOMING
+
+
 def test_delete_needs_a_selector(spooldir: Path) -> None:
     code, out = run(spooldir, "delete")
     assert code == 2 and "--all" in out

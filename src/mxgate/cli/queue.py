@@ -7,6 +7,7 @@ flush/release/requeue the running master is woken (SIGUSR1, its pid in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -158,7 +159,15 @@ def _selector(
 
 IdsArg = Annotated[list[str] | None, typer.Argument(metavar="[ID]...")]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every message.")]
-SenderOpt = Annotated[str | None, typer.Option("--sender", help="Messages from this sender.")]
+SenderOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--sender", help="Messages from this sender; <> or MAILER-DAEMON: the null sender."
+    ),
+]
+# How the null sender is named: as listings show it (Postfix's mailq) and as
+# SMTP writes it. Neither is a sender address mxgate accepts otherwise.
+NULL_SENDER_NAMES = ("<>", "mailer-daemon")
 RcptOpt = Annotated[
     str | None, typer.Option("--recipient", help="Messages with this pending recipient.")
 ]
@@ -180,6 +189,8 @@ def _run(
     ):
         if value is not None and not value.strip():
             fail(f"{option}: give a value (it was empty)", EXIT_USAGE)
+    if selector.sender is not None and selector.sender.strip().lower() in NULL_SENDER_NAMES:
+        selector = dataclasses.replace(selector, sender="")
     if selector.is_empty():
         # requeue selects by ID or --all only.
         filters = "--all" if action == "requeue" else "--all, --sender, --recipient or --domain"

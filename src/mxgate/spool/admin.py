@@ -31,7 +31,13 @@ class Selector:
     every: bool = False
 
     def is_empty(self) -> bool:
-        return not (self.queue_ids or self.sender or self.recipient or self.domain or self.every)
+        return not (
+            self.queue_ids
+            or self.sender is not None  # "": the null sender
+            or self.recipient
+            or self.domain
+            or self.every
+        )
 
     def matches(self, entry: QueueEntry) -> bool:
         if self.queue_ids and entry.queue_id not in self.queue_ids:
