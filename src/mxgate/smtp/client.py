@@ -341,10 +341,10 @@ class ClientConnection:
                 return SendBody()
             if mail_ok:
                 if reply.is_positive:
-                    # RFC 5321 4.3.2: only 354 may answer DATA. A 2xx here
-                    # would read as "delivered" for a body that never went;
-                    # a transient failure (as for a reply we cannot read)
-                    # keeps the message and tries again.
+                    # RFC 5321 4.3.2: only 354 may answer DATA. A 2xx (or
+                    # another 3xx) here would read as "delivered" for a body
+                    # that never went; a transient failure (as for a reply we
+                    # cannot read) keeps the message and tries again.
                     reply = Reply(
                         451, "4.5.0", f"unexpected reply to DATA, 354 expected: {reply.line()}"
                     )
