@@ -407,6 +407,12 @@ def test_expiry_bounces_after_maximal_queue_lifetime(tmp_path: Path) -> None:
             assert bounce.mail_from.startswith("FROM:<>")
             assert b"Action: failed" in bounce.data
             assert b"450 4.2.0 busy" in bounce.data
+            # Logged as Postfix does: the attempt was deferred, the message expired.
+            text = log.getvalue()
+            assert f"{qid}: to=<a@example.com>" in text
+            assert "status=deferred (host" in text and "status=bounced" not in text
+            assert f"{qid}: from=<s@example.com>, status=expired, returned to sender" in text
+            assert qm.outcomes["deferred"] == 1 and qm.outcomes["bounced"] == 0
 
     asyncio.run(run())
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, replace
 from mxgate.core.envelope import Envelope, Recipient, RecipientState
 from mxgate.core.outcome import Deferred, apply
 from mxgate.core.reply import Reply
-from mxgate.core.retry import RetryPolicy, delay_warning_due, next_attempt
+from mxgate.core.retry import GiveUp, RetryPolicy, delay_warning_due, next_attempt
 from mxgate.core.routing import RoutingPolicy, resolve_route
 from mxgate.core.snapshot import RoutingData
 from mxgate.core.srs_keys import SrsContext
@@ -93,6 +93,8 @@ class QueueManager:
         self.outcomes: Counter[str] = Counter()  # recipient attempts by status (metrics)
         # The same by next hop (Route.metric_label) and status, for the metrics.
         self.outcomes_by_nexthop: Counter[tuple[str, str]] = Counter()
+        # Messages whose pass gave up on a recipient (queue lifetime over).
+        self._expired: dict[str, bool] = {}
         self._wake = asyncio.Event()
         self._urgent = False  # woken by an operator or a full window: no rescan_gap
         self._deferred_scan_at = 0.0
@@ -278,6 +280,12 @@ class QueueManager:
         for recipient in envelope.recipients:
             if recipient.state is RecipientState.BOUNCED and recipient.attempts == 0:
                 updated[recipient.address] = _mark_reported(recipient)
+        if self._expired.pop(envelope.queue_id, False):
+            self.maillog.line(
+                "qmgr",
+                f"{envelope.queue_id}: from=<{envelope.sender}>, status=expired,"
+                " returned to sender",
+            )
         after = envelope.with_recipients(tuple(updated.values())) if updated else envelope
         newly_bounced = {
             address for address, r in updated.items() if r.state is RecipientState.BOUNCED
@@ -368,8 +376,14 @@ class QueueManager:
                 is_bounce=envelope.sender == "",
             )
         after = apply(recipient, result.outcome, now, retry)
-        self._log_attempt(envelope, after, result, claimed, now, _agent(hop))
-        self.outcomes_by_nexthop[(hop, _LOGGED_STATUS[after.state])] += 1
+        # An attempt that failed for now past the queue lifetime (GiveUp) is
+        # logged as what it was, deferred; the message's "status=expired"
+        # line (Postfix's qmgr) follows once the pass is over.
+        status = "deferred" if retry is not None else _LOGGED_STATUS[after.state]
+        if isinstance(retry, GiveUp):
+            self._expired[envelope.queue_id] = True
+        self._log_attempt(envelope, after, result, claimed, now, _agent(hop), status)
+        self.outcomes_by_nexthop[(hop, status)] += 1
         return after
 
     def _log_attempt(
@@ -380,8 +394,8 @@ class QueueManager:
         claimed: float,
         now: float,
         agent: str,
+        status: str,
     ) -> None:
-        status = _LOGGED_STATUS[recipient.state]
         self.outcomes[status] += 1
         before_qmgr = max(0.0, claimed - envelope.arrival)
         setup, transmission = result.timing.setup, result.timing.transmission
