@@ -16,9 +16,8 @@ from mxgate.core.check_rows import CheckSettings, Finding, RawRows, Severity, fi
 from mxgate.core.expand import FailureKind, forward_targets, split_destinations
 from mxgate.core.rules import (
     ExpansionSettings,
-    expansion_failures,
+    forward_problems,
     route_keys,
-    stays_untaken,
     stays_untaken_text,
 )
 from mxgate.core.snapshot import RoutingData
@@ -191,7 +190,8 @@ def forward_findings(
             continue
         if not forward_targets(data.forwards[key]):
             continue
-        for recipient in stays_untaken(data, key, settings):
+        failures, untaken = forward_problems(data, key, settings)
+        for recipient in untaken:
             if ("stays", recipient) in seen:
                 continue
             seen.add(("stays", recipient))
@@ -205,7 +205,7 @@ def forward_findings(
                     " row for it, or drop the forward row that names it)",
                 )
             )
-        for failure in expansion_failures(data, key, settings):
+        for failure in failures:
             if failure.kind is FailureKind.LOOP:
                 members = frozenset(failure.reason.partition(": ")[2].split(" -> "))
                 if members in seen_loops:

@@ -249,15 +249,6 @@ def probe_address(data: RoutingData, key: str) -> Address:
         n += 1
 
 
-def expansion_failures(
-    data: RoutingData, key: str, settings: ExpansionSettings
-) -> tuple[Failure, ...]:
-    """The failures of the expansion of source ``key`` (or of an address its
-    catch-all takes), as the gateway would meet them."""
-    result = _expand_key(data, key, settings)
-    return result.failures
-
-
 def _expand_key(data: RoutingData, key: str, settings: ExpansionSettings) -> Expansion:
     return expand(
         data,
@@ -269,17 +260,20 @@ def _expand_key(data: RoutingData, key: str, settings: ExpansionSettings) -> Exp
     )
 
 
-def stays_untaken(data: RoutingData, key: str, settings: ExpansionSettings) -> list[str]:
-    """Final recipients of the expansion of ``key`` that a forward maps to
-    themselves (they stay, SPEC section 4) while no mailbox, relay or relay
-    catch-all takes them: accepted, then relayed to their domain's next hop,
-    which has no mailbox for them and bounces them."""
+def forward_problems(
+    data: RoutingData, key: str, settings: ExpansionSettings
+) -> tuple[tuple[Failure, ...], list[str]]:
+    """From one expansion of ``key``: its failures, and the final recipients
+    that a forward maps to themselves (they stay, SPEC section 4) while no
+    mailbox, relay or relay catch-all takes them: accepted, then relayed to
+    their domain's next hop, which has no mailbox for them and bounces them."""
     result = _expand_key(data, key, settings)
-    return [
+    untaken = [
         final.recipient
         for final in result.finals
         if final.rule == STAYS and not taken_as_itself(data, final.address, settings.delimiter)
     ]
+    return result.failures, untaken
 
 
 def stays_untaken_text(recipient: str) -> str:
@@ -333,11 +327,12 @@ def vet_forward(
     for target in destinations:
         if target.lower() in present:
             raise Refusal(f"forward {key} -> {target} already exists")
-    before = set(_failure_keys(expansion_failures(data, key, settings)))
-    stayed = set(stays_untaken(data, key, settings))
+    failures, untaken = forward_problems(data, key, settings)
+    before, stayed = set(_failure_keys(failures)), set(untaken)
     data.forwards[key] = tuple(sorted((*existing, *destinations)))
     problems: list[str] = []
-    for recipient in stays_untaken(data, key, settings):
+    failures, untaken = forward_problems(data, key, settings)
+    for recipient in untaken:
         if recipient in stayed:
             continue  # not caused by these rows
         text = stays_untaken_text(recipient)
@@ -345,7 +340,7 @@ def vet_forward(
             problems.append(text + " (add a mailbox or relay row first, or use --force)")
         else:
             warnings.append(text)
-    for failure in expansion_failures(data, key, settings):
+    for failure in failures:
         if _failure_key(failure) in before:
             continue  # not caused by these rows
         if failure.kind is FailureKind.DEAD_END:
