@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,7 +12,8 @@ from typer.testing import CliRunner
 
 from mxgate.cli import app
 from mxgate.core.envelope import Recipient, RecipientState
-from mxgate.spool import Queue, Spool
+from mxgate.spool import Queue, Spool, admin
+from mxgate.spool.store import QueueEntry
 from tests.spool.util import make_envelope
 
 runner = CliRunner()
@@ -113,11 +115,42 @@ def test_flush_makes_deferred_recipients_due_now(spooldir: Path) -> None:
         spool.update(message.envelope.with_recipient(later), Queue.DEFERRED)
     code, out = run(spooldir, "flush")
     assert (code, out) == (0, "flushed 1 message(s)\n")
+    # In incoming/ every unfinished recipient is due now (the queue manager's
+    # rule, tests/delivery/test_scheduler.py); the listing says so.
+    assert where(spooldir, qid) is Queue.INCOMING
+    [recipient] = json.loads(run(spooldir, "show", qid)[1])["recipients"]
+    assert recipient["state"] == "deferred" and recipient["next_attempt"] is None
+
+
+@pytest.mark.parametrize("action", ["flush", "requeue", "hold"])
+def test_an_action_never_undoes_a_delivery_pass_made_after_the_listing(
+    spooldir: Path, monkeypatch: pytest.MonkeyPatch, action: str
+) -> None:
+    """The queue manager claims a listed message, delivers one recipient and
+    puts it back before the action acts: the action moves the record as it
+    is now. Before, flush/requeue wrote the listed copy back, and the
+    delivered recipient was pending again: delivered twice."""
     with Spool(spooldir) as spool:
-        flushed = spool.load(qid)
-    assert flushed.queue is Queue.INCOMING
-    assert flushed.envelope.recipients[0].next_attempt is not None
-    assert flushed.envelope.recipients[0].next_attempt < 4e9
+        qid = put(spool, "a@example.org", ["x@example.com", "y@example.com"], Queue.DEFERRED)
+    real_select = admin.select
+
+    def select_then_deliver(spool: Spool, selector: admin.Selector) -> Iterator[QueueEntry]:
+        listed = list(real_select(spool, selector))
+        claimed = spool.claim(qid, Queue.DEFERRED)  # a pass of the queue manager
+        assert claimed is not None
+        first, second = claimed.envelope.recipients
+        done = replace(first, state=RecipientState.DELIVERED, attempts=1)
+        later = replace(second, state=RecipientState.DEFERRED, attempts=1, next_attempt=4e9)
+        spool.update(claimed.envelope.with_recipients((done, later)), Queue.ACTIVE)
+        spool.move(qid, Queue.ACTIVE, Queue.DEFERRED)
+        return iter(listed)
+
+    monkeypatch.setattr(admin, "select", select_then_deliver)
+    code, _out = run(spooldir, action, "--all" if action == "requeue" else qid)
+    assert code == 0
+    with Spool(spooldir) as spool:
+        states = [r.state for r in spool.load(qid).envelope.recipients]
+    assert states == [RecipientState.DELIVERED, RecipientState.DEFERRED]
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import errno
 import io
 import re
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from mxgate.delivery import Courier, CourierConfig, StaticResolver, notices
 from mxgate.delivery.bounce import BounceSettings
 from mxgate.delivery.scheduler import QueueManager, SchedulerSettings
 from mxgate.maillog import MailLog
-from mxgate.spool import Queue, Spool, SpoolError
+from mxgate.spool import Queue, Spool, SpoolError, fsio
 from tests.delivery.peers import PeerScript, ScriptedPeer
 
 BODY = b"Subject: hello\r\nMessage-ID: <m1@example.org>\r\n\r\nHello there.\r\n"
@@ -441,7 +443,12 @@ def test_delay_warning_once_when_delay_warning_time_is_set(tmp_path: Path) -> No
                     ],
                     arrival,
                 )
-                qm = manager(spool, lambda: snapshot(peer.port), clock, log, retry)
+                # The sender's domain goes to the peer too, which defers the
+                # warning as well (with no route it would bounce: NXDOMAIN).
+                data = snapshot(peer.port)
+                data.domains["example.org"] = None
+                data.transports["example.org"] = {"": f"smtp:[127.0.0.1]:{peer.port}"}
+                qm = manager(spool, lambda: data, clock, log, retry)
                 await settle(qm, spool)  # too young for a warning
                 assert "delay notification" not in log.getvalue()
                 assert not spool.load(qid).envelope.delay_warned
@@ -493,5 +500,127 @@ def test_no_delay_warning_by_default_or_for_the_null_sender(tmp_path: Path) -> N
                 await settle(qm, spool)
                 assert spool.load(bounce).envelope.delay_warned  # settled, silently
             assert "delay notification" not in log.getvalue()
+
+    asyncio.run(run())
+
+
+def deferred_until(when: float) -> Recipient:
+    """a@example.com, tried once already and due again at ``when``."""
+    return Recipient(
+        "a@example.com",
+        "a@example.com",
+        state=RecipientState.DEFERRED,
+        attempts=1,
+        next_attempt=when,
+    )
+
+
+def test_a_message_in_incoming_is_tried_for_every_recipient_whatever_its_retry_time(
+    tmp_path: Path,
+) -> None:
+    """Released, flushed or requeued messages are renamed into incoming/
+    without a rewrite (spool/admin.py): there, a deferred recipient is due
+    at once, though its record still names a retry time hours away."""
+
+    async def run() -> None:
+        async with ScriptedPeer() as peer:
+            log = io.StringIO()
+            with Spool(tmp_path / "spool") as spool:
+                qid = enqueue(spool, "s@example.org", [deferred_until(4e9)])
+                qm = manager(spool, lambda: snapshot(peer.port), Clock(1e9 + 5), log)
+                await settle(qm, spool)
+                assert spool.locate(qid) is None
+            assert [m.rcpts for m in peer.messages] == [["a@example.com"]]
+
+    asyncio.run(run())
+
+
+def test_a_deferred_backlog_larger_than_the_active_window_drains_in_one_queue_run(
+    tmp_path: Path,
+) -> None:
+    """Six due messages, room for two at a time: the run resumes as slots
+    free up. Before, the run stopped at the full window and the other four
+    waited for the next queue_run_delay (300 s; about 500 messages per 5
+    minutes with the defaults after an outage)."""
+
+    async def run() -> None:
+        async with ScriptedPeer() as peer:
+            log = io.StringIO()
+            with Spool(tmp_path / "spool") as spool:
+                due = deferred_until(1e9)
+                queued = []
+                for _ in range(6):
+                    qid = enqueue(spool, "s@example.org", [due])
+                    spool.move(qid, Queue.INCOMING, Queue.DEFERRED)
+                    queued.append(qid)
+                qm = manager(spool, lambda: snapshot(peer.port), Clock(1e9 + 5), log)
+                qm.settings = replace(qm.settings, active_limit=2)
+                stop = asyncio.Event()
+                runner = asyncio.create_task(qm.run(stop))
+                for _ in range(100):
+                    await asyncio.sleep(0.05)
+                    if not spool.scan(Queue.DEFERRED) and not qm.in_flight:
+                        break
+                stop.set()
+                await runner
+                assert [spool.locate(q) for q in queued] == [None] * 6
+            assert len(peer.messages) == 6
+
+    asyncio.run(run())
+
+
+class FullDisk(fsio.FileSystem):
+    """Refuses to create the next ``refusals`` files (ENOSPC)."""
+
+    refusals = 0
+
+    def create(self, path: Path) -> int:
+        if self.refusals:
+            self.refusals -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return super().create(path)
+
+
+def test_a_pass_whose_outcome_cannot_be_written_waits_instead_of_delivering_again(
+    tmp_path: Path,
+) -> None:
+    """a@ is delivered, b@ deferred, and the spool refuses the new record
+    twice (a full disk): the message stays claimed and the write is retried.
+    Before, the old record (a@ still pending) went back to deferred/ and the
+    next pass delivered a@ a second time."""
+
+    async def run() -> None:
+        script = PeerScript(rcpt=lambda arg: "451 4.3.0 later" if "b@" in arg else "250 2.1.5 Ok")
+        async with ScriptedPeer(script) as peer:
+            log = io.StringIO()
+            clock = Clock(1e9 + 5)
+            full = FullDisk()
+            with Spool(tmp_path / "spool", fs=full) as spool:
+                qid = enqueue(
+                    spool,
+                    "s@example.org",
+                    [
+                        Recipient("a@example.com", "a@example.com"),
+                        Recipient("b@example.com", "b@example.com"),
+                    ],
+                )
+                full.refusals = 2  # the next two new files: the rewritten record
+                qm = manager(spool, lambda: snapshot(peer.port), clock, log)
+                await settle(qm, spool)
+                assert full.refusals == 0
+                kept = spool.load(qid, Queue.DEFERRED).envelope.recipients
+                assert [r.state for r in kept] == [
+                    RecipientState.DELIVERED,
+                    RecipientState.DEFERRED,
+                ]
+                assert "cannot record the delivery status: " in log.getvalue()
+                assert "No space left on device; retry in 1s" in log.getvalue()
+                # b@ is taken later; a@ is not sent again.
+                script.rcpt = lambda arg: "250 2.1.5 Ok"
+                clock.now += 301
+                await settle(qm, spool)
+                assert spool.locate(qid) is None
+            delivered = [r for m in peer.messages for r in m.rcpts]
+            assert sorted(delivered) == ["a@example.com", "b@example.com"]
 
     asyncio.run(run())

@@ -291,12 +291,12 @@ def test_on_a_stopped_gateway_tools_can_hold_journal_messages(tmp_path: Path) ->
         # out: the message is being delivered, and the tools call it busy.
         with Spool(root) as tool:
             assert tool.settle_journal() == 0
-            report = admin.hold(tool, admin.Selector(queue_ids=(first,)), 0.0)
+            report = admin.hold(tool, admin.Selector(queue_ids=(first,)))
             assert report.busy == [first]
     # Stopped: the tool writes it out and holds it like any queued message.
     with Spool(root) as tool:
         assert tool.settle_journal() == 1
-        report = admin.hold(tool, admin.Selector(queue_ids=(first,)), 0.0)
+        report = admin.hold(tool, admin.Selector(queue_ids=(first,)))
         assert report.done == [first]
         assert tool.locate(first) is Queue.HOLD
         with tool.open_body(first) as body:

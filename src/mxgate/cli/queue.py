@@ -74,7 +74,9 @@ def entry_json(entry: QueueEntry) -> dict[str, object]:
                 "original": r.original,
                 "state": r.state.value.lower(),
                 "attempts": r.attempts,
-                "next_attempt": r.next_attempt,
+                # In incoming/ every unfinished recipient is due now (a
+                # released or flushed message keeps its old retry time).
+                "next_attempt": None if entry.queue is Queue.INCOMING else r.next_attempt,
                 "last_reply": r.last_reply,
             }
             for r in env.recipients
@@ -208,7 +210,7 @@ def _run(
             # A stopped gateway may have left messages in its journal: as queue
             # files they can be held and deleted like any other.
             spool.settle_journal()
-            report = functions[action](spool, selector, time.time())
+            report = functions[action](spool, selector)
         except SpoolError as exc:
             fail(str(exc))
     if wake and report.done:

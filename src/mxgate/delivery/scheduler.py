@@ -25,6 +25,7 @@ retry times (``core.retry``) or routes (``core.routing``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
@@ -96,8 +97,11 @@ class QueueManager:
         # Messages whose pass gave up on a recipient (queue lifetime over).
         self._expired: dict[str, bool] = {}
         self._wake = asyncio.Event()
+        self._stop: asyncio.Event | None = None  # run()'s; None until it runs
         self._urgent = False  # woken by an operator or a full window: no rescan_gap
         self._deferred_scan_at = 0.0
+        # The rest of a deferred/ run that the active window cut short.
+        self._deferred_left: collections.deque[str] | None = None
         self._window_full = False  # the last scan left messages for lack of room
         # incoming/ is listed at most every incoming_poll seconds, unless something
         # we know of put a file there: new journal messages need no listing.
@@ -119,6 +123,7 @@ class QueueManager:
     def wake(self) -> None:
         """Look at the queues now (``queue flush``, SIGUSR1), deferred ones included."""
         self._deferred_scan_at = 0.0
+        self._deferred_left = None  # a fresh run, which sees what was moved since
         self._list_incoming = True
         self._urgent = True
         self._wake.set()
@@ -130,6 +135,7 @@ class QueueManager:
         self._wake.set()
 
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         await self._remover.start()
         stopping = asyncio.ensure_future(stop.wait())
         waking = asyncio.ensure_future(self._wake.wait())
@@ -179,24 +185,39 @@ class QueueManager:
         for queue_id in self.spool.scan(Queue.INCOMING, journal_limit=free, files=listing):
             if not self._start(queue_id, Queue.INCOMING):
                 return
+        self._scan_deferred()
+
+    def _scan_deferred(self) -> None:
+        """Start the due messages of deferred/, at most every queue_run_delay
+        (sooner when a retry time falls due earlier). A run that fills the
+        active window resumes where it stopped as soon as slots are free,
+        not a queue_run_delay later: a backlog after an outage drains at the
+        speed of delivery, not active_limit messages per queue run."""
         now = self.clock()
-        if now < self._deferred_scan_at:
-            return
-        self._deferred_scan_at = now + self.settings.queue_run_delay
-        for queue_id in self.spool.scan(Queue.DEFERRED):
+        if self._deferred_left is None:
+            if now < self._deferred_scan_at:
+                return
+            self._deferred_scan_at = now + self.settings.queue_run_delay
+            self._deferred_left = collections.deque(self.spool.scan(Queue.DEFERRED))
+        left = self._deferred_left
+        while left:
+            if len(self.in_flight) >= self.settings.active_limit:
+                self._window_full = True
+                return  # resumed by the next scan (_done asks for one)
+            queue_id = left.popleft()
             if queue_id in self.in_flight:
                 continue
             try:
                 message = self.spool.load(queue_id, Queue.DEFERRED)
             except (MessageNotFoundError, SpoolError):
-                continue
+                continue  # moved or removed since the listing
             due = message.envelope.next_attempt
             if due is None or due <= now:
-                if not self._start(queue_id, Queue.DEFERRED):
-                    return
+                self._start(queue_id, Queue.DEFERRED)
             else:
                 # Wake up in time for the earliest deferred recipient.
                 self._deferred_scan_at = min(self._deferred_scan_at, due)
+        self._deferred_left = None
 
     def _start(self, queue_id: str, source: Queue) -> bool:
         """Claim and start one message; False when the active window is full."""
@@ -212,7 +233,10 @@ class QueueManager:
             return True
         if message is None:
             return True  # someone else (an operator's hold, another manager) was first
-        task = asyncio.create_task(self._attempt(message, self.clock()))
+        # What is in incoming/ is new, or was released, flushed or requeued by
+        # an operator, or came back after a crash: every recipient is due.
+        every = source is Queue.INCOMING
+        task = asyncio.create_task(self._attempt(message, self.clock(), every))
         self.in_flight[queue_id] = task
         task.add_done_callback(functools.partial(self._done, queue_id))
         return True
@@ -226,10 +250,10 @@ class QueueManager:
         self._wake.set()
 
     # -- one delivery pass over a message -------------------------------------
-    async def _attempt(self, message: QueuedMessage, claimed: float) -> None:
+    async def _attempt(self, message: QueuedMessage, claimed: float, every: bool) -> None:
         envelope = message.envelope
         try:
-            await self._deliver(envelope, claimed)
+            await self._deliver(envelope, claimed, every)
         except Exception:  # a bug must not lose the message: it stays in active/
             log.exception("%s: delivery pass failed", envelope.queue_id)
             self.maillog.line("qmgr", f"warning: {envelope.queue_id}: internal error; will retry")
@@ -237,11 +261,12 @@ class QueueManager:
             with contextlib.suppress(SpoolError):
                 self.spool.move(envelope.queue_id, Queue.ACTIVE, Queue.DEFERRED)
 
-    async def _deliver(self, envelope: Envelope, claimed: float) -> None:
+    async def _deliver(self, envelope: Envelope, claimed: float, every: bool) -> None:
+        """One pass: the due recipients (``every``: all unfinished ones)."""
         now = self.clock()
         if envelope.sender == "" and not envelope.recipients:
             return
-        due = [r for r in envelope.recipients if _due(r, now)]
+        due = [r for r in envelope.recipients if _due(r, now, every)]
         groups, unroutable = self._route(envelope, due, now)
         updated: dict[str, Recipient] = {}
         for recipient, reason in unroutable:
@@ -312,7 +337,7 @@ class QueueManager:
         ):
             after = await self.notices.delayed(after)
         if owed:
-            await asyncio.to_thread(self._defer, after)
+            await self._keep(after)
         else:
             await self._finish(after)
 
@@ -430,11 +455,61 @@ class QueueManager:
             self.maillog.removed(queue_id)
             return
         # Deferred: the new states and retry times must survive a crash.
-        await asyncio.to_thread(self._defer, envelope)
+        await self._keep(envelope)
 
-    def _defer(self, envelope: Envelope) -> None:
-        self.spool.update(envelope, Queue.ACTIVE)
-        self.spool.move(envelope.queue_id, Queue.ACTIVE, Queue.DEFERRED)
+    async def _keep(self, envelope: Envelope) -> None:
+        """Write the pass's outcome and put the message in deferred/. While
+        the spool refuses (a full disk), keep the message claimed and try
+        again: putting the old record back would deliver once more what this
+        pass delivered. Postfix marks recipients done in place; a JSON record
+        with a checksum cannot be patched in place, so the outcome waits here
+        instead. Given up only when the gateway stops: the message is then
+        in active/ with its old record, which the next start delivers again
+        (at least once, never lost)."""
+        queue_id = envelope.queue_id
+        written = False
+
+        def defer() -> None:
+            nonlocal written
+            if not written:
+                self.spool.update(envelope, Queue.ACTIVE)
+                written = True
+            try:
+                self.spool.move(queue_id, Queue.ACTIVE, Queue.DEFERRED)
+            except MessageNotFoundError:
+                # An earlier try renamed it and failed after (the directory
+                # fsync): it is in deferred/ already.
+                if self.spool.locate(queue_id) is not Queue.DEFERRED:
+                    raise
+
+        wait = 1.0
+        while True:
+            try:
+                await asyncio.to_thread(defer)
+                return
+            except SpoolError as exc:
+                stopping = self._stop is not None and self._stop.is_set()
+                then = "the message stays queued" if stopping else f"retry in {wait:.0f}s"
+                self.maillog.line(
+                    "qmgr",
+                    f"warning: {queue_id}: cannot record the delivery status: {exc}; {then}",
+                )
+                if stopping:
+                    return
+            await self._pause(wait)
+            wait = min(wait * 2, _KEEP_RETRY_MAX)
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, cut short when the gateway stops."""
+        if self._stop is None:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+
+_KEEP_RETRY_MAX = 60.0
+"""The longest wait between tries to record a pass's outcome (doubling from 1 s)."""
 
 
 def _agent(hop: str) -> str:
@@ -453,11 +528,11 @@ _LOGGED_STATUS = {
 }
 
 
-def _due(recipient: Recipient, now: float) -> bool:
+def _due(recipient: Recipient, now: float, every: bool) -> bool:
     if recipient.state is RecipientState.PENDING:
         return True
     return recipient.state is RecipientState.DEFERRED and (
-        recipient.next_attempt is None or recipient.next_attempt <= now
+        every or recipient.next_attempt is None or recipient.next_attempt <= now
     )
 
 

@@ -2,7 +2,7 @@
 
 Owns what ``mxgate queue ...`` does to the spool, as ``postsuper`` and
 ``postqueue`` do for Postfix, and is safe while the gateway runs: every action
-is one atomic rename or an atomic record rewrite, and a message the queue
+is one atomic rename (or an unlink), and a message the queue
 manager is delivering right now (in ``active/``) is left alone and reported,
 never pulled from under it.
 
@@ -12,9 +12,9 @@ Never speaks SMTP or SQL; never decides routing.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from mxgate.core.envelope import Envelope, RecipientState
+from mxgate.core.envelope import Envelope
 from mxgate.spool.errors import MessageNotFoundError, SpoolError
 from mxgate.spool.layout import Queue
 from mxgate.spool.store import QueueEntry, Spool
@@ -98,9 +98,7 @@ def select(spool: Spool, selector: Selector) -> Iterator[QueueEntry]:
             yield entry
 
 
-def _act(
-    spool: Spool, selector: Selector, sources: Iterable[Queue], action: str, now: float
-) -> ActionReport:
+def _act(spool: Spool, selector: Selector, sources: Iterable[Queue], action: str) -> ActionReport:
     report = ActionReport([], [], [])
     wanted = set(sources)
     seen: set[str] = set()
@@ -114,7 +112,7 @@ def _act(
                 report.unchanged.append(f"{entry.queue_id} ({entry.queue.value})")
             continue
         try:
-            _apply(spool, entry, action, now)
+            _apply(spool, entry, action)
         except MessageNotFoundError:
             # Claimed by the queue manager (or removed) between listing and acting.
             report.busy.append(entry.queue_id)
@@ -124,18 +122,17 @@ def _act(
     return report
 
 
-def _apply(spool: Spool, entry: QueueEntry, action: str, now: float) -> None:
+def _apply(spool: Spool, entry: QueueEntry, action: str) -> None:
+    # Renames only, never a rewrite of the record: the listing read it a while
+    # ago, and the queue manager may have claimed, delivered part of and put
+    # back the message since; writing the listed copy back would undo that
+    # progress (recipients delivered twice). A rename moves whatever the
+    # record says now, or fails if the message is being delivered.
     if action == "hold":
         spool.move(entry.queue_id, entry.queue, Queue.HOLD)
     elif action == "release" or action == "flush":
-        if entry.message is not None:
-            # Due now: the queue manager takes incoming/ first, deferred/ when due.
-            envelope = entry.message.envelope
-            recipients = tuple(
-                replace(r, next_attempt=now) if r.state is RecipientState.DEFERRED else r
-                for r in envelope.recipients
-            )
-            spool.update(replace(envelope, recipients=recipients), entry.queue)
+        # In incoming/ every unfinished recipient is due at once (the queue
+        # manager's rule), whatever retry time the record holds.
         spool.move(entry.queue_id, entry.queue, Queue.INCOMING)
     elif action == "delete":
         spool.remove(entry.queue_id, entry.queue)
@@ -143,24 +140,24 @@ def _apply(spool: Spool, entry: QueueEntry, action: str, now: float) -> None:
         raise SpoolError(f"unknown action {action}")
 
 
-def hold(spool: Spool, selector: Selector, now: float) -> ActionReport:
-    return _act(spool, selector, (Queue.INCOMING, Queue.DEFERRED), "hold", now)
+def hold(spool: Spool, selector: Selector) -> ActionReport:
+    return _act(spool, selector, (Queue.INCOMING, Queue.DEFERRED), "hold")
 
 
-def release(spool: Spool, selector: Selector, now: float) -> ActionReport:
-    return _act(spool, selector, (Queue.HOLD,), "release", now)
+def release(spool: Spool, selector: Selector) -> ActionReport:
+    return _act(spool, selector, (Queue.HOLD,), "release")
 
 
-def flush(spool: Spool, selector: Selector, now: float) -> ActionReport:
+def flush(spool: Spool, selector: Selector) -> ActionReport:
     """Deferred messages become due now (``postqueue -f`` / ``-i ID``)."""
-    return _act(spool, selector, (Queue.DEFERRED,), "flush", now)
+    return _act(spool, selector, (Queue.DEFERRED,), "flush")
 
 
-def requeue(spool: Spool, selector: Selector, now: float) -> ActionReport:
+def requeue(spool: Spool, selector: Selector) -> ActionReport:
     """Deferred and held messages go back through the queue manager now, which
     resolves every route anew from the current snapshot (``postsuper -r``)."""
-    return _act(spool, selector, (Queue.DEFERRED, Queue.HOLD), "release", now)
+    return _act(spool, selector, (Queue.DEFERRED, Queue.HOLD), "release")
 
 
-def delete(spool: Spool, selector: Selector, now: float) -> ActionReport:
-    return _act(spool, selector, (Queue.INCOMING, Queue.DEFERRED, Queue.HOLD), "delete", now)
+def delete(spool: Spool, selector: Selector) -> ActionReport:
+    return _act(spool, selector, (Queue.INCOMING, Queue.DEFERRED, Queue.HOLD), "delete")
