@@ -22,6 +22,7 @@ from mxgate.core.snapshot import RoutingData
 from mxgate.core.srs_keys import SrsKeyRing, SrsSettings
 from mxgate.delivery import CourierConfig, PoolConfig
 from mxgate.delivery.bounce import BounceSettings
+from mxgate.delivery.nexthop import Endpoint, own_endpoint
 from mxgate.delivery.scheduler import SchedulerSettings
 from mxgate.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from mxgate.master import MasterSettings
@@ -89,6 +90,27 @@ def database(config: MxgateConfig, *, prepare: bool = False) -> Iterator[str]:
 def cache_path(config: MxgateConfig) -> Path:
     """Where the last good routing snapshot is kept on disk."""
     return Path(config.state_dir) / "snapshot.cache"
+
+
+def own_endpoints(config: MxgateConfig) -> frozenset[Endpoint]:
+    """Where this gateway takes mail, for mail-loop detection: every listen
+    endpoint (an unspecified address stands for each interface address of
+    its family, or of both for ``::``), and port 25 of each proxy_interfaces
+    address (Postfix's proxy_interfaces)."""
+    found: set[Endpoint] = set()
+    for endpoint in config.listen:
+        host, port = split_endpoint(endpoint)
+        ip = ipaddress.ip_address(host)
+        if ip.is_unspecified:
+            found.update(
+                own_endpoint(str(other), port)
+                for other in _interface_addresses()
+                if ip.version == 6 or other.version == 4
+            )
+        else:
+            found.add(own_endpoint(str(ip), port))
+    found.update(own_endpoint(str(ip), 25) for ip in config.proxy_interfaces)
+    return frozenset(found)
 
 
 def local_addresses(config: MxgateConfig) -> tuple[IPAddress, ...]:
@@ -257,6 +279,7 @@ def master_settings(config: MxgateConfig, dsn: str) -> MasterSettings:
             helo_name=hostname,
             smtp_tls_security_level=config.smtp_tls_security_level,  # type: ignore[arg-type]
             recipient_limit=config.default_destination_recipient_limit,
+            myself=own_endpoints(config),
             pool=PoolConfig(destination_concurrency=config.default_destination_concurrency_limit),
         ),
         nameservers=tuple(nameservers),

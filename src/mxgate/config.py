@@ -39,6 +39,7 @@ class ConfigError(Exception):
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # Postfix time units (postconf(5) "time units"): s, m, h, d, w; bare number = seconds.
 _TIME_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -175,6 +176,18 @@ def parse_networks(value: object) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+def parse_addresses(value: object) -> tuple[IPAddress, ...]:
+    """IP address list; ``[::1]`` brackets are accepted."""
+    addresses: list[IPAddress] = []
+    for item in _as_list(value):
+        text = re.sub(r"^\[([^\]]*)\]$", r"\1", item)
+        try:
+            addresses.append(ipaddress.ip_address(text))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address") from None
+    return tuple(addresses)
+
+
 def parse_endpoints(value: object) -> tuple[str, ...]:
     """``host:port`` list; IPv6 hosts in brackets (``[::1]:25``)."""
     endpoints = _as_list(value)
@@ -253,6 +266,7 @@ class MxgateConfig:
     virtual_alias_expansion_limit: int = 1000
     # SMTP server.
     listen: tuple[str, ...] = ("127.0.0.1:2525",)
+    proxy_interfaces: tuple[IPAddress, ...] = ()
     smtpd_banner: str = "$myhostname ESMTP mxgate"
     message_size_limit: int = 30720000
     smtpd_recipient_limit: int = 1000
@@ -340,6 +354,10 @@ SETTINGS: dict[str, Setting] = {
     "virtual_alias_recursion_limit": Setting(parse_int, "forward expansion depth limit"),
     "virtual_alias_expansion_limit": Setting(parse_int, "forward expansion fan-out limit"),
     "listen": Setting(parse_listen, "addresses the SMTP server listens on (host:port)"),
+    "proxy_interfaces": Setting(
+        parse_addresses,
+        "addresses where a proxy or NAT passes port 25 to this gateway (mail loop detection)",
+    ),
     "smtpd_banner": Setting(parse_line, "text after 220 in the greeting"),
     "message_size_limit": Setting(parse_int, "largest message in bytes (SIZE)"),
     "smtpd_recipient_limit": Setting(parse_int, "recipients per message"),

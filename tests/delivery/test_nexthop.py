@@ -10,7 +10,7 @@ import pytest
 
 from mxgate.core.outcome import Bounced, Deferred
 from mxgate.delivery import Candidate, DnsResolver, StaticResolver, resolve_nexthop
-from mxgate.delivery.nexthop import NameResolver, NoNextHop
+from mxgate.delivery.nexthop import NameResolver, NoNextHop, own_endpoint
 
 from .peers import ZoneServer
 from .util import route, run
@@ -31,6 +31,13 @@ RECORDS = {
     ("nothing.test", "TXT"): ['"no mail here"'],
     ("relay.test", "A"): ["127.0.0.7"],
     ("halfbroken.test", "MX"): ["10 broken.test.", "20 mx1.example.test."],
+    # Mail loops: me.test is this gateway (127.0.0.9 port 25).
+    ("me.test", "A"): ["127.0.0.9"],
+    ("backup-is-me.test", "MX"): ["10 mx1.example.test.", "20 me.test.", "30 backup.example.test."],
+    ("primary-is-me.test", "MX"): ["10 me.test.", "20 mx1.example.test."],
+    ("shared-with-me.test", "MX"): ["10 me.test.", "10 mx1.example.test."],
+    ("lost-primary.test", "MX"): ["10 ghost.nowhere.test.", "20 me.test."],
+    ("implicit-me.test", "A"): ["127.0.0.9"],
 }
 
 
@@ -123,6 +130,22 @@ def test_nxdomain_bounces_5_1_2(dns: DnsResolver) -> None:
     assert "name=nx.test type=MX: Host not found" in got.reply.text
 
 
+def test_the_recipient_domain_filled_in_by_the_routing_core_is_not_a_configured_host(
+    dns: DnsResolver,
+) -> None:
+    """core.routing hands over ``smtp:`` with the recipient domain filled in
+    (Route.for_domain): its NXDOMAIN, null MX or loop is the domain's own
+    answer and bounces. Before, any route with a host counted as configured
+    here, so mail to a domain that does not exist was deferred for days."""
+    for domain, enhanced in (("nx.test", "5.1.2"), ("nullmx.test", "5.1.10")):
+        filled = route("smtp:").for_domain(domain)
+        got = run(resolve_nexthop(filled, domain, dns, random.Random(1)))
+        assert isinstance(got, Bounced) and got.reply.enhanced == enhanced, (domain, got)
+    filled = route("smtp:").for_domain("Primary-Is-Me.test")
+    got = run(resolve_nexthop(filled, "primary-is-me.test", dns, random.Random(1), myself=ME))
+    assert isinstance(got, Bounced) and got.reply.enhanced == "5.4.6", got
+
+
 def test_servfail_and_timeout_defer_4_4_3(dns: DnsResolver) -> None:
     for domain in ("broken.test", "slow.test"):
         got = resolve(dns, "smtp:", domain)
@@ -162,3 +185,52 @@ def test_static_resolver() -> None:
     assert isinstance(resolve(static, "smtp:", "null.test"), Bounced)
     assert isinstance(resolve(static, "smtp:", "flaky.test"), Deferred)
     assert isinstance(resolve(static, "smtp:", "unknown.test"), Bounced)
+
+
+ME = frozenset({own_endpoint("127.0.0.9", 25), own_endpoint("::1", 2525)})
+
+
+def test_a_backup_mx_relays_only_to_better_exchangers(dns: DnsResolver) -> None:
+    """As smtp(8): exchangers at and below our own preference are dropped."""
+    got = labels(resolve(dns, "smtp:", "backup-is-me.test", myself=ME))
+    assert got == ["mx1.example.test[127.0.0.2]:25"]
+    # Without knowing ourselves (the old behaviour), we were a candidate.
+    assert "me.test[127.0.0.9]:25" in labels(resolve(dns, "smtp:", "backup-is-me.test"))
+
+
+@pytest.mark.parametrize(
+    "domain", ["primary-is-me.test", "shared-with-me.test", "implicit-me.test"]
+)
+def test_mail_whose_best_mx_is_this_gateway_loops_back_to_myself(
+    dns: DnsResolver, domain: str
+) -> None:
+    got = resolve(dns, "smtp:", domain, myself=ME)
+    assert isinstance(got, Bounced), got
+    assert (got.reply.code, got.reply.enhanced) == (550, "5.4.6")
+    assert got.reply.text == f"mail for {domain} loops back to myself"
+
+
+def test_a_backup_mx_whose_primary_has_no_address_waits_for_it(dns: DnsResolver) -> None:
+    got = resolve(dns, "smtp:", "lost-primary.test", myself=ME)
+    assert isinstance(got, Deferred) and got.reply.enhanced == "4.4.4", got
+    assert "unable to find primary relay for lost-primary.test" in got.reply.text
+
+
+def test_a_configured_next_hop_that_is_this_gateway_defers(dns: DnsResolver) -> None:
+    """A transport row or relayhost naming ourselves is our mistake: the
+    mail waits for the fix instead of bouncing (as for a mistyped host)."""
+    for transport in ("smtp:[127.0.0.9]", "smtp:[me.test]:25", "smtp:me.test", "smtp:[::1]:2525"):
+        got = resolve(dns, transport, "example.test", myself=ME)
+        assert isinstance(got, Deferred), (transport, got)
+        assert got.reply.enhanced == "4.3.5" and "loops back to myself" in got.reply.text
+
+
+def test_our_address_on_another_port_or_over_lmtp_is_no_loop(dns: DnsResolver) -> None:
+    """A content filter or an LMTP server on this host is another service."""
+    assert labels(resolve(dns, "smtp:[127.0.0.9]:10025", "x.test", myself=ME)) == [
+        "127.0.0.9[127.0.0.9]:10025"
+    ]
+    assert labels(resolve(dns, "lmtp:[127.0.0.9]:25", "x.test", myself=ME)) == [
+        "127.0.0.9[127.0.0.9]:25"
+    ]
+    assert labels(resolve(dns, "smtp:[0:0::1]:2526", "x.test", myself=ME)) == ["::1[::1]:2526"]

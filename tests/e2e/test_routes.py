@@ -59,6 +59,7 @@ from tests.e2e.peers import Arrived, ClosedPort, RecipientRule, ThreadedPeer
 from tests.pg import PgServer
 
 POSTMASTER = "pm@bracket.test"
+PROXY = "127.0.0.77"  # where a (pretend) NAT passes port 25 to the gateway
 NO_DSN = ("PIPELINING", "SIZE 10240000", "8BITMIME", "ENHANCEDSTATUSCODES")
 SENDER = "sender@elsewhere.example"  # outside our domains: its mail leaves by the relayhost
 FAST_RETRIES: dict[str, SettingValue] = {
@@ -162,6 +163,9 @@ def hops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hops]:
         records: dict[tuple[str, str], list[str]] = {
             ("mx.test", "MX"): ["10 mail.mx.test."],
             ("mail.mx.test", "A"): [INSIDE],
+            # The best MX is this gateway, reached through a proxy (proxy_interfaces).
+            ("loop.test", "MX"): ["10 mx.loop.test."],
+            ("mx.loop.test", "A"): [PROXY],
         }
         if port25 is not None:
             records[("mxrelay.test", "MX")] = ["10 mx1.mxrelay.test."]
@@ -199,6 +203,7 @@ def transports(hops: Hops) -> list[tuple[str, str, str]]:
         ("ipv6.test", f"smtp:[::1]:{hops.ipv6.port if hops.ipv6 else blackhole_port()}", ""),
         ("mxrelay.test", "smtp:", ""),
         ("implicit.test", "smtp:", ""),
+        ("loop.test", "smtp:", ""),
         ("relaykind.test", f"relay:[{INSIDE}]:{hops.relay.port}", ""),
         ("lmtp.test", f"lmtp:[{INSIDE}]:{hops.lmtp.port}", ""),
         ("unix.test", f"lmtp:unix:{hops.unix_path}", ""),
@@ -266,6 +271,7 @@ def make_gateway(root: Path, dsn: str, hops: Hops, **settings: SettingValue) -> 
         relayhost=f"[{INSIDE}]:{hops.internet.port}",
         dns_nameservers=[f"{INSIDE}:{hops.zone.port}"],
         postmaster=POSTMASTER,
+        proxy_interfaces=[PROXY],
     )
     gw.write_config(**FAST_RETRIES, **settings)
     return gw
@@ -612,6 +618,27 @@ def test_permanent_failure_produces_a_delivery_status_notification(
     [rcpt_line] = [c for c in hops.smtp.commands() if c.startswith("RCPT TO:<ok-dsn@")]
     assert "ORCPT=rfc822;ok-dsn@bracket.test" in rcpt_line
     gateway.wait_for_log(rf"{qid}: removed", since=mark)
+
+
+def test_mail_whose_best_mx_is_this_gateway_bounces_as_a_loop(gateway: Gateway, hops: Hops) -> None:
+    """loop.test's only MX is this gateway (its proxy address): the mail
+    bounces at once with 5.4.6 "loops back to myself", as Postfix's smtp(8)
+    says. Before, the gateway connected to itself (through the proxy in real
+    life, here a dead address: deferred for days) and the mail went round
+    until the hop limit."""
+    mark = gateway.log_size()
+    mid = unique_id("loop")
+    qid = send(gateway, ["someone@loop.test"], message(mid))
+    block = block_for(
+        report_blocks(parse(wait_dsn(hops.internet, mid).data))[1], "someone@loop.test"
+    )
+    assert str(block["Status"]) == "5.4.6"
+    assert "mail for loop.test loops back to myself" in str(block["Diagnostic-Code"])
+    gateway.wait_for_log(
+        rf"{qid}: to=<someone@loop.test>, relay=none, .*dsn=5\.4\.6, status=bounced "
+        r"\(5\.4\.6 mail for loop\.test loops back to myself\)",
+        since=mark,
+    )
 
 
 def test_an_smtputf8_client_may_send_orcpt_in_utf8(gateway: Gateway, hops: Hops) -> None:

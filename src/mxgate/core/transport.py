@@ -108,12 +108,17 @@ class Route:
         and discard: go without their texts."""
         if self.kind in (RouteKind.ERROR, RouteKind.RETRY, RouteKind.DISCARD):
             return f"{self.kind.value}:"
+        if self.is_domain(domain):
+            return f"{self.transport}:$domain"
+        return f"{self.transport}:{self.nexthop}"
+
+    def is_domain(self, domain: str) -> bool:
+        """The next hop is the recipient ``domain`` itself (an empty nexthop
+        that ``for_domain`` filled), not a host named by a row or setting."""
         own = domain.lower()
         if own.startswith("["):  # an address literal: the host for_domain made of it
             own = own[1:-1].removeprefix("ipv6:")
-        if not self.unix_path and self.host.lower() == own:
-            return f"{self.transport}:$domain"
-        return f"{self.transport}:{self.nexthop}"
+        return not self.unix_path and self.host.lower() == own
 
     def for_domain(self, domain: str) -> Route:
         """Fill an empty nexthop with the recipient domain (transport(5)),

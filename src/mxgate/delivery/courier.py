@@ -41,6 +41,7 @@ from .nexthop import (
     MX_ADDRESS_LIMIT,
     AddressPreference,
     Candidate,
+    Endpoint,
     NameResolver,
     resolve_nexthop,
 )
@@ -74,6 +75,9 @@ class CourierConfig:
     mx_address_limit: int = MX_ADDRESS_LIMIT
     address_preference: AddressPreference = "any"
     pool: PoolConfig = field(default_factory=PoolConfig)
+    myself: frozenset[Endpoint] = frozenset()
+    """Where this gateway takes mail (``nexthop.own_endpoint``): an SMTP next
+    hop among them is a mail loop."""
 
 
 class Courier:
@@ -108,9 +112,13 @@ class Courier:
             return {r.address: _local_result(route) for r in recipients}
         groups: dict[str, list[Recipient]] = {}
         for rcpt in recipients:
-            # An empty nexthop means each recipient's own domain (transport(5)).
+            # An empty nexthop means each recipient's own domain (transport(5));
+            # the routing core has filled it in already (Route.for_domain), and
+            # the next-hop rules need to know it was the domain, not a host
+            # named by a row: a domain's NXDOMAIN or loop bounces, a row's defers.
             domain = rcpt.address.rpartition("@")[2].lower()
-            groups.setdefault("" if route.host or route.unix_path else domain, []).append(rcpt)
+            named = route.unix_path or (route.host and not route.is_domain(domain))
+            groups.setdefault("" if named else domain, []).append(rcpt)
         results: dict[str, DeliveryResult] = {}
         limit = max(1, self.config.recipient_limit)
         for domain, group in groups.items():
@@ -183,6 +191,7 @@ class _Attempt:
                             self.courier.rng,
                             preference=self.config.address_preference,
                             limit=self.config.mx_address_limit,
+                            myself=self.config.myself,
                         )
                         if isinstance(resolved, (Deferred, Bounced)):
                             self._finish_all(resolved)

@@ -40,11 +40,12 @@ from mxgate.core.outcome import (
     Deferred,
     dns_not_found,
     dns_temporary_failure,
+    loops_back_to_myself,
     no_mail_host,
     null_mx,
 )
 from mxgate.core.reply import Reply
-from mxgate.core.transport import Route
+from mxgate.core.transport import Route, RouteKind
 
 Family = Literal["A", "AAAA"]
 AddressPreference = Literal["any", "ipv4", "ipv6"]
@@ -186,6 +187,16 @@ def _configured(outcome: NoNextHop) -> NoNextHop:
     return Deferred(Reply(451, "4.3.5", f"{outcome.reply.text} (configured next hop)"))
 
 
+Endpoint = tuple[str, int]
+"""An address (in ``ipaddress`` compressed form) and a TCP port."""
+
+
+def own_endpoint(ip: str, port: int) -> Endpoint:
+    """``ip`` and ``port`` in the form ``myself`` sets hold (IPv6 written
+    alike however it was written)."""
+    return (ip_address(ip).compressed, port)
+
+
 async def resolve_nexthop(
     route: Route,
     domain: str,
@@ -194,18 +205,34 @@ async def resolve_nexthop(
     *,
     preference: AddressPreference = "any",
     limit: int = MX_ADDRESS_LIMIT,
+    myself: frozenset[Endpoint] = frozenset(),
 ) -> list[Candidate] | NoNextHop:
     """The servers to try for ``route`` (SMTP or LMTP) and a recipient in
-    ``domain``, best first, at most ``limit`` addresses."""
+    ``domain``, best first, at most ``limit`` addresses.
+
+    ``myself``: where this gateway takes mail (``own_endpoint``). For SMTP,
+    as smtp(8) does, mail exchangers at or below the preference of the first
+    one that is this gateway are dropped (a backup MX relays to better ones
+    only), and when none is left the mail "loops back to myself": 5.4.6, or
+    4.4.4 when better exchangers exist but had no address. LMTP next hops are
+    never checked (Postfix's lmtp(8) does not either)."""
     if route.unix_path:
         return [Candidate("localhost", unix_path=route.unix_path)]
-    configured = bool(route.host)
+    # A host named by a transport row or relayhost, not the recipient domain
+    # that an empty nexthop stands for (filled in by the routing core already).
+    configured = bool(route.host) and not route.is_domain(domain)
     route = route.for_domain(domain)
     host, port = route.host, route.port
+    check = bool(myself) and route.kind is RouteKind.SMTP
     try:
-        return [Candidate(host, str(ip_address(host)), port)]
+        literal = Candidate(host, str(ip_address(host)), port)
     except ValueError:
         pass
+    else:
+        if check and own_endpoint(literal.ip, port) in myself:
+            return _loop(host, configured)
+        return [literal]
+    exchangers: list[tuple[int, str]] = []
     if route.mx_lookup:
         try:
             records = await resolver.mx(host)
@@ -216,33 +243,42 @@ async def resolve_nexthop(
         if len(records) == 1 and records[0][0] == 0 and records[0][1].strip(".") == "":
             return _configured(null_mx(host)) if configured else null_mx(host)
         exchangers = _order(records, rng)
-    else:
-        exchangers = []
     if not exchangers:  # [host], or RFC 5321 5.1 implicit MX: the name itself
-        exchangers = [host]
+        exchangers = [(0, host)]
     lookups = await asyncio.gather(
-        *(_host_addresses(name, resolver, rng, preference) for name in exchangers)
+        *(_host_addresses(name, resolver, rng, preference) for _pref, name in exchangers)
     )
-    candidates: list[Candidate] = []
+    candidates: list[tuple[int, Candidate]] = []
     seen: set[str] = set()
     failures: list[DnsError] = []
-    for name, found in zip(exchangers, lookups, strict=True):
+    for (pref, name), found in zip(exchangers, lookups, strict=True):
         if isinstance(found, DnsError):
             failures.append(found)
             continue
         for ip in found:
             if ip not in seen:
                 seen.add(ip)
-                candidates.append(Candidate(name, ip, port))
+                candidates.append((pref, Candidate(name, ip, port)))
+    if candidates and check:
+        mine = next((p for p, c in candidates if own_endpoint(c.ip, port) in myself), None)
+        if mine is not None:
+            best = candidates[0][0]
+            candidates = [(p, c) for p, c in candidates if p < mine]
+            if not candidates:
+                if best == exchangers[0][0]:
+                    return _loop(host, configured)
+                # Better exchangers exist but have no address (yet): a
+                # backup MX waits for them instead of taking the mail itself.
+                return Deferred(Reply(451, "4.4.4", f"unable to find primary relay for {host}"))
     if candidates:
-        return candidates[:limit]
+        return [c for _p, c in candidates[:limit]]
     temporary = next((f for f in failures if not f.nxdomain), None)
     if temporary is not None:
         return dns_temporary_failure(temporary.name, temporary.rdtype)
     outcome: NoNextHop
     if not failures:
-        outcome = no_mail_host(exchangers[0], "A")
-    elif exchangers == [host]:
+        outcome = no_mail_host(exchangers[0][1], "A")
+    elif exchangers == [(0, host)]:
         outcome = dns_not_found(host, "A")
     else:  # MX records that all point nowhere: RFC 3463 X.4.4, unable to route
         outcome = Bounced(
@@ -256,7 +292,16 @@ async def resolve_nexthop(
     return _configured(outcome) if configured else outcome
 
 
-def _order(records: Sequence[tuple[int, str]], rng: random.Random) -> list[str]:
+def _loop(host: str, configured: bool) -> NoNextHop:
+    """The best next hop is this gateway: a loop. From the recipient
+    domain's MX records it bounces, as Postfix's; from a transport row or
+    relayhost that names us it is our own mistake, deferred like any
+    configured next hop that cannot work (``_configured``)."""
+    outcome = loops_back_to_myself(host)
+    return _configured(outcome) if configured else outcome
+
+
+def _order(records: Sequence[tuple[int, str]], rng: random.Random) -> list[tuple[int, str]]:
     """Exchangers by preference, equal preferences in random order
     (RFC 5321 5.1); the "." of a null MX among other records is skipped."""
     by_pref: dict[int, list[str]] = {}
@@ -264,11 +309,11 @@ def _order(records: Sequence[tuple[int, str]], rng: random.Random) -> list[str]:
         name = name.rstrip(".").lower()
         if name:
             by_pref.setdefault(pref, []).append(name)
-    ordered: list[str] = []
+    ordered: list[tuple[int, str]] = []
     for pref in sorted(by_pref):
         group = sorted(set(by_pref[pref]))
         rng.shuffle(group)
-        ordered.extend(group)
+        ordered.extend((pref, name) for name in group)
     return ordered
 
 
