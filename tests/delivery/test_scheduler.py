@@ -624,3 +624,35 @@ def test_a_pass_whose_outcome_cannot_be_written_waits_instead_of_delivering_agai
             assert sorted(delivered) == ["a@example.com", "b@example.com"]
 
     asyncio.run(run())
+
+
+def test_new_mail_and_a_due_deferred_backlog_take_turns(tmp_path: Path) -> None:
+    """Room for one message at a time, three new and three due deferred
+    messages: they alternate, as Postfix's qmgr alternates between its
+    incoming and deferred queues. Before, incoming always went first, and a
+    steady flow of new mail starved the backlog."""
+
+    async def run() -> None:
+        async with ScriptedPeer() as peer:
+            log = io.StringIO()
+            with Spool(tmp_path / "spool") as spool:
+                for _ in range(3):
+                    qid = enqueue(spool, "old@example.org", [deferred_until(1e9)])
+                    spool.move(qid, Queue.INCOMING, Queue.DEFERRED)
+                for _ in range(3):
+                    enqueue(spool, "new@example.org", [Recipient("a@example.com", "a@example.com")])
+                qm = manager(spool, lambda: snapshot(peer.port), Clock(1e9 + 5), log)
+                # One at a time, and incoming/ listed at every scan.
+                qm.settings = replace(qm.settings, active_limit=1, incoming_poll=0.001)
+                stop = asyncio.Event()
+                runner = asyncio.create_task(qm.run(stop))
+                for _ in range(200):
+                    await asyncio.sleep(0.05)
+                    if len(peer.messages) == 6 and not qm.in_flight:
+                        break
+                stop.set()
+                await runner
+            senders = [m.mail_from.split(">")[0].split("<")[1][:3] for m in peer.messages]
+            assert senders in (["new", "old"] * 3, ["old", "new"] * 3), senders
+
+    asyncio.run(run())

@@ -32,7 +32,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 from mxgate.core.envelope import Envelope, Recipient, RecipientState
@@ -103,6 +103,7 @@ class QueueManager:
         # The rest of a deferred/ run that the active window cut short.
         self._deferred_left: collections.deque[str] | None = None
         self._window_full = False  # the last scan left messages for lack of room
+        self._deferred_turn = False  # deferred/ goes first in the next scan
         # incoming/ is listed at most every incoming_poll seconds, unless something
         # we know of put a file there: new journal messages need no listing.
         self._incoming_listed_at = -1e9
@@ -182,17 +183,29 @@ class QueueManager:
         if listing:
             self._list_incoming = False
             self._incoming_listed_at = mono
-        for queue_id in self.spool.scan(Queue.INCOMING, journal_limit=free, files=listing):
-            if not self._start(queue_id, Queue.INCOMING):
-                return
-        self._scan_deferred()
+        incoming = self.spool.scan(Queue.INCOMING, journal_limit=free, files=listing)
+        sources = [(iter(incoming), Queue.INCOMING), (self._due_deferred(), Queue.DEFERRED)]
+        if self._deferred_turn:
+            sources.reverse()
+        # One message from each queue in turn, as Postfix's qmgr alternates
+        # between incoming and deferred: a steady flow of new mail must not
+        # starve a deferred backlog that is due, nor the backlog new mail.
+        while sources:
+            for pair in list(sources):
+                queue_id = next(pair[0], None)
+                if queue_id is None:
+                    sources.remove(pair)
+                elif not self._start(queue_id, pair[1]):
+                    if pair[1] is Queue.DEFERRED and self._deferred_left is not None:
+                        self._deferred_left.appendleft(queue_id)  # first in the next scan
+                    return
 
-    def _scan_deferred(self) -> None:
-        """Start the due messages of deferred/, at most every queue_run_delay
-        (sooner when a retry time falls due earlier). A run that fills the
-        active window resumes where it stopped as soon as slots are free,
-        not a queue_run_delay later: a backlog after an outage drains at the
-        speed of delivery, not active_limit messages per queue run."""
+    def _due_deferred(self) -> Iterator[str]:
+        """The due messages of deferred/, listed at most every queue_run_delay
+        (sooner when a retry time falls due earlier). A run that the active
+        window cuts short resumes where it stopped as soon as slots are free
+        (``_done`` asks for a scan), not a queue_run_delay later: a backlog
+        after an outage drains at the speed of delivery."""
         now = self.clock()
         if self._deferred_left is None:
             if now < self._deferred_scan_at:
@@ -201,9 +214,6 @@ class QueueManager:
             self._deferred_left = collections.deque(self.spool.scan(Queue.DEFERRED))
         left = self._deferred_left
         while left:
-            if len(self.in_flight) >= self.settings.active_limit:
-                self._window_full = True
-                return  # resumed by the next scan (_done asks for one)
             queue_id = left.popleft()
             if queue_id in self.in_flight:
                 continue
@@ -213,7 +223,7 @@ class QueueManager:
                 continue  # moved or removed since the listing
             due = message.envelope.next_attempt
             if due is None or due <= now:
-                self._start(queue_id, Queue.DEFERRED)
+                yield queue_id
             else:
                 # Wake up in time for the earliest deferred recipient.
                 self._deferred_scan_at = min(self._deferred_scan_at, due)
@@ -236,6 +246,7 @@ class QueueManager:
         # What is in incoming/ is new, or was released, flushed or requeued by
         # an operator, or came back after a crash: every recipient is due.
         every = source is Queue.INCOMING
+        self._deferred_turn = every  # the other queue goes first next time
         task = asyncio.create_task(self._attempt(message, self.clock(), every))
         self.in_flight[queue_id] = task
         task.add_done_callback(functools.partial(self._done, queue_id))
