@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from mxgate.app import own_endpoints
 from mxgate.cli import app
 from mxgate.config import ConfigError, MxgateConfig, load_config, parse_duration
 
@@ -214,3 +215,24 @@ def test_print_grants_needs_a_role_name() -> None:
     assert result.exit_code == 2 and "--print-grants: give the role's name" in result.output
     result = runner.invoke(app, ["db", "migrate", "--print-grants", "mxro"], env={})
     assert result.exit_code == 0 and 'TO "mxro"' in result.output
+
+
+def test_where_the_gateway_takes_mail_for_loop_detection(tmp_path: Path) -> None:
+    """Every listen endpoint, a wildcard standing for each interface address
+    of its family, and port 25 of each proxy_interfaces address."""
+    (tmp_path / "m.toml").write_text(
+        'listen = ["127.0.0.1:2525", "[::1]:2526", "0.0.0.0:25"]\n'
+        'proxy_interfaces = ["192.0.2.1", "[2001:DB8::1]"]\n'
+    )
+    config = load_config(tmp_path / "m.toml", environ={}).config
+    assert config.proxy_interfaces == (
+        ipaddress.ip_address("192.0.2.1"),
+        ipaddress.ip_address("2001:db8::1"),
+    )
+    mine = own_endpoints(config)
+    assert {("127.0.0.1", 2525), ("::1", 2526), ("192.0.2.1", 25), ("2001:db8::1", 25)} <= mine
+    assert ("127.0.0.1", 25) in mine  # loopback is one of the interfaces of 0.0.0.0
+    assert not any(port == 25 and ":" in ip and ip != "2001:db8::1" for ip, port in mine)
+    with pytest.raises(ConfigError, match=r"'mx\.example' is not an IP address"):
+        (tmp_path / "bad.toml").write_text('proxy_interfaces = ["mx.example"]\n')
+        load_config(tmp_path / "bad.toml", environ={})
