@@ -95,8 +95,8 @@ def cache_path(config: MxgateConfig) -> Path:
 def own_endpoints(config: MxgateConfig) -> frozenset[Endpoint]:
     """Where this gateway takes mail, for mail-loop detection: every listen
     endpoint (an unspecified address stands for each interface address of
-    its family, or of both for ``::``), and port 25 of each proxy_interfaces
-    address (Postfix's proxy_interfaces)."""
+    its family: ``[::]`` sockets are IPv6-only, sockets.py), and port 25 of
+    each proxy_interfaces address (Postfix's proxy_interfaces)."""
     found: set[Endpoint] = set()
     for endpoint in config.listen:
         host, port = split_endpoint(endpoint)
@@ -105,7 +105,7 @@ def own_endpoints(config: MxgateConfig) -> frozenset[Endpoint]:
             found.update(
                 own_endpoint(str(other), port)
                 for other in _interface_addresses()
-                if ip.version == 6 or other.version == 4
+                if other.version == ip.version
             )
         else:
             found.add(own_endpoint(str(ip), port))

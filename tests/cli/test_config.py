@@ -219,9 +219,9 @@ def test_print_grants_needs_a_role_name() -> None:
 
 def test_where_the_gateway_takes_mail_for_loop_detection(tmp_path: Path) -> None:
     """Every listen endpoint, a wildcard standing for each interface address
-    of its family, and port 25 of each proxy_interfaces address."""
+    of its own family only, and port 25 of each proxy_interfaces address."""
     (tmp_path / "m.toml").write_text(
-        'listen = ["127.0.0.1:2525", "[::1]:2526", "0.0.0.0:25"]\n'
+        'listen = ["127.0.0.1:2525", "[::1]:2526", "0.0.0.0:25", "[::]:26"]\n'
         'proxy_interfaces = ["192.0.2.1", "[2001:DB8::1]"]\n'
     )
     config = load_config(tmp_path / "m.toml", environ={}).config
@@ -233,6 +233,8 @@ def test_where_the_gateway_takes_mail_for_loop_detection(tmp_path: Path) -> None
     assert {("127.0.0.1", 2525), ("::1", 2526), ("192.0.2.1", 25), ("2001:db8::1", 25)} <= mine
     assert ("127.0.0.1", 25) in mine  # loopback is one of the interfaces of 0.0.0.0
     assert not any(port == 25 and ":" in ip and ip != "2001:db8::1" for ip, port in mine)
+    # [::] sockets are IPv6-only (sockets.py): no IPv4 address on port 26.
+    assert not any(port == 26 and "." in ip for ip, port in mine)
     with pytest.raises(ConfigError, match=r"'mx\.example' is not an IP address"):
         (tmp_path / "bad.toml").write_text('proxy_interfaces = ["mx.example"]\n')
         load_config(tmp_path / "bad.toml", environ={})

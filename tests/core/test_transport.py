@@ -323,6 +323,8 @@ def test_empty_nexthop_takes_the_recipient_domain(domain: str, host: str, mx: bo
         ("smtp:", "[ipv6:2001:db8::1]", "smtp:$domain"),
         ("lmtp:", "example.com", "lmtp:$domain"),
         ("smtp:[10.0.0.2]", "example.com", "smtp:[10.0.0.2]:25"),
+        # A row that names the recipient domain as its host is still a row.
+        ("smtp:[example.com]:2525", "example.com", "smtp:[example.com]:2525"),
         ("relay:mx.example.net:2525", "example.com", "relay:mx.example.net:2525"),
         ("lmtp:unix:/run/dovecot/lmtp", "example.com", "lmtp:unix:/run/dovecot/lmtp"),
         ("error:5.1.1 no such user here", "example.com", "error:"),

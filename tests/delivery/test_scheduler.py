@@ -23,7 +23,7 @@ from mxgate.delivery import Courier, CourierConfig, StaticResolver, notices
 from mxgate.delivery.bounce import BounceSettings
 from mxgate.delivery.scheduler import QueueManager, SchedulerSettings
 from mxgate.maillog import MailLog
-from mxgate.spool import Queue, Spool, SpoolError, fsio
+from mxgate.spool import Queue, Spool, SpoolError, admin, fsio
 from tests.delivery.peers import PeerScript, ScriptedPeer
 
 BODY = b"Subject: hello\r\nMessage-ID: <m1@example.org>\r\n\r\nHello there.\r\n"
@@ -619,6 +619,108 @@ def test_a_pass_whose_outcome_cannot_be_written_waits_instead_of_delivering_agai
                 script.rcpt = lambda arg: "250 2.1.5 Ok"
                 clock.now += 301
                 await settle(qm, spool)
+                assert spool.locate(qid) is None
+            delivered = [r for m in peer.messages for r in m.rcpts]
+            assert sorted(delivered) == ["a@example.com", "b@example.com"]
+
+    asyncio.run(run())
+
+
+def test_a_message_waiting_to_record_its_outcome_leaves_its_delivery_slot_free(
+    tmp_path: Path,
+) -> None:
+    """Room for one message; A (a@ delivered, b@ deferred) cannot record
+    its outcome on the full disk and waits: B, which needs no new space to
+    finish (delivered: an unlink), is delivered meanwhile. Before, A kept
+    the only slot until the disk had room, and nothing moved."""
+
+    async def run() -> None:
+        script = PeerScript(rcpt=lambda arg: "451 4.3.0 later" if "b@" in arg else "250 2.1.5 Ok")
+        async with ScriptedPeer(script) as peer:
+            log = io.StringIO()
+            full = FullDisk()
+            with Spool(tmp_path / "spool", fs=full) as spool:
+                both = [
+                    Recipient("a@example.com", "a@example.com"),
+                    Recipient("b@example.com", "b@example.com"),
+                ]
+                first = enqueue(spool, "s@example.org", both)
+                second = enqueue(spool, "s@example.org", both[:1])
+                full.refusals = 10**6  # until further notice
+                qm = manager(spool, lambda: snapshot(peer.port), Clock(1e9 + 5), log)
+                qm.settings = replace(qm.settings, active_limit=1)
+                stop = asyncio.Event()
+                runner = asyncio.create_task(qm.run(stop))
+                for _ in range(100):
+                    await asyncio.sleep(0.05)
+                    if spool.locate(second) is None:
+                        break
+                assert spool.locate(second) is None  # delivered while A waits
+                assert spool.locate(first) is Queue.ACTIVE
+                full.refusals = 0  # room again: A's next try records it
+                for _ in range(200):
+                    await asyncio.sleep(0.05)
+                    if spool.locate(first) is Queue.DEFERRED:
+                        break
+                stop.set()
+                await runner
+                assert spool.locate(first) is Queue.DEFERRED
+
+    asyncio.run(run())
+
+
+class FailingDirectorySync(fsio.FileSystem):
+    """The next fsync of ``path`` fails (EIO) once ``armed``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.armed = path, False
+
+    def fsync_dir(self, path: Path) -> None:
+        if self.armed and path == self.path:
+            self.armed = False
+            raise OSError(errno.EIO, "Input/output error")
+        super().fsync_dir(path)
+
+
+def test_a_record_moved_before_a_failed_fsync_counts_as_recorded(tmp_path: Path) -> None:
+    """The move to deferred/ renamed the record and then failed (directory
+    fsync), and an operator flushed the message meanwhile: the next try
+    finds the record gone from active/ and stops, and the flushed message is
+    delivered. Before, the queue manager retried for ever (the record was
+    no longer where it looked) and kept the message from being delivered."""
+
+    async def run() -> None:
+        script = PeerScript(rcpt=lambda arg: "451 4.3.0 later" if "b@" in arg else "250 2.1.5 Ok")
+        async with ScriptedPeer(script) as peer:
+            log = io.StringIO()
+            root = tmp_path / "spool"
+            failing = FailingDirectorySync(root / "deferred")
+            with Spool(root, fs=failing) as spool:
+                qid = enqueue(
+                    spool,
+                    "s@example.org",
+                    [
+                        Recipient("a@example.com", "a@example.com"),
+                        Recipient("b@example.com", "b@example.com"),
+                    ],
+                )
+                failing.armed = True
+                qm = manager(spool, lambda: snapshot(peer.port), Clock(1e9 + 5), log)
+                stop = asyncio.Event()
+                runner = asyncio.create_task(qm.run(stop))
+                for _ in range(100):
+                    await asyncio.sleep(0.05)
+                    if "cannot record the delivery status" in log.getvalue():
+                        break
+                assert spool.locate(qid) is Queue.DEFERRED  # renamed, not fsynced
+                script.rcpt = lambda arg: "250 2.1.5 Ok"
+                assert admin.flush(spool, admin.Selector(queue_ids=(qid,))).done == [qid]
+                for _ in range(200):
+                    await asyncio.sleep(0.05)
+                    if spool.locate(qid) is None:
+                        break
+                stop.set()
+                await runner
                 assert spool.locate(qid) is None
             delivered = [r for m in peer.messages for r in m.rcpts]
             assert sorted(delivered) == ["a@example.com", "b@example.com"]

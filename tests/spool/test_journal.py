@@ -339,6 +339,43 @@ def test_a_message_that_cannot_be_written_out_waits_in_the_journal(tmp_path: Pat
         assert [e.queue_id for e in tool.list_all()] == [queue_id]
 
 
+def test_a_write_out_that_fails_after_the_record_rename_leaves_no_record(
+    tmp_path: Path,
+) -> None:
+    """The record's rename into active/ went through, its directory fsync
+    failed: the write-out removes the record too, and the message stays
+    whole in its frame. Before, the record stayed without its body, and the
+    next start moved it to corrupt/ and marked the frame done: lost."""
+    import errno
+
+    from tests.spool.fakes import FailingFS
+
+    ticks: list[tuple[str, int, bool]] = []
+    root = tmp_path / "spool"
+    with Spool(root, journal=True, notify=lambda *t: ticks.append(t)) as worker:
+        queue_id = asyncio.run(receive(worker, make_body("r", 2500)))
+    active = root / "active"
+    failing = FailingFS(
+        code=errno.EIO, matches=lambda op, path: op == "fsync_dir" and path == active
+    )
+    with Spool(root, fs=failing) as manager:
+        for tick in ticks:
+            manager.feed_journal(*tick)
+        message = manager.claim(queue_id)
+        assert message is not None
+        rcpt = replace(message.envelope.recipients[0], state=RecipientState.DEFERRED, attempts=1)
+        with pytest.raises(SpoolError):
+            manager.update(replace(message.envelope, recipients=(rcpt,)), Queue.ACTIVE)
+        assert failing.failed
+        assert os.listdir(active) == [] and os.listdir(root / "data") == []
+    # The gateway stops here; the next start delivers the message from its frame.
+    with Spool(root) as spool:
+        spool.recover()
+        assert spool.adopt_journal() == 1
+        assert spool.scan(Queue.INCOMING) == [queue_id]
+        assert os.listdir(root / "corrupt") == []
+
+
 def test_a_frame_whose_record_does_not_decode_is_kept_in_corrupt(tmp_path: Path) -> None:
     root = tmp_path / "spool"
     with Spool(root) as spool:

@@ -70,6 +70,8 @@ class Route:
     unix_path: LMTP over a UNIX socket ('' otherwise)
     text:      the text of error:/retry:/discard:
     enhanced:  the RFC 3463 status of error:/retry: ('' otherwise)
+    filled:    ``host`` is the recipient domain that ``for_domain`` put in
+               for an empty nexthop, not a host named by a row or setting
     """
 
     kind: RouteKind
@@ -80,6 +82,7 @@ class Route:
     unix_path: str = ""
     text: str = ""
     enhanced: str = ""
+    filled: bool = False
 
     @property
     def delivers(self) -> bool:
@@ -108,17 +111,9 @@ class Route:
         and discard: go without their texts."""
         if self.kind in (RouteKind.ERROR, RouteKind.RETRY, RouteKind.DISCARD):
             return f"{self.kind.value}:"
-        if self.is_domain(domain):
+        if self.filled:
             return f"{self.transport}:$domain"
         return f"{self.transport}:{self.nexthop}"
-
-    def is_domain(self, domain: str) -> bool:
-        """The next hop is the recipient ``domain`` itself (an empty nexthop
-        that ``for_domain`` filled), not a host named by a row or setting."""
-        own = domain.lower()
-        if own.startswith("["):  # an address literal: the host for_domain made of it
-            own = own[1:-1].removeprefix("ipv6:")
-        return not self.unix_path and self.host.lower() == own
 
     def for_domain(self, domain: str) -> Route:
         """Fill an empty nexthop with the recipient domain (transport(5)),
@@ -132,7 +127,7 @@ class Route:
                 domain = domain[5:]
             mx = False
         # Built directly: dataclasses.replace costs more than the whole lookup.
-        return Route(self.kind, self.transport, domain, self.port, mx)
+        return Route(self.kind, self.transport, domain, self.port, mx, filled=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,12 +112,10 @@ class Courier:
             return {r.address: _local_result(route) for r in recipients}
         groups: dict[str, list[Recipient]] = {}
         for rcpt in recipients:
-            # An empty nexthop means each recipient's own domain (transport(5));
-            # the routing core has filled it in already (Route.for_domain), and
-            # the next-hop rules need to know it was the domain, not a host
-            # named by a row: a domain's NXDOMAIN or loop bounces, a row's defers.
+            # An empty nexthop means each recipient's own domain (transport(5)),
+            # which the routing core has usually filled in (Route.filled).
             domain = rcpt.address.rpartition("@")[2].lower()
-            named = route.unix_path or (route.host and not route.is_domain(domain))
+            named = route.unix_path or (route.host and not route.filled)
             groups.setdefault("" if named else domain, []).append(rcpt)
         results: dict[str, DeliveryResult] = {}
         limit = max(1, self.config.recipient_limit)

@@ -219,9 +219,9 @@ async def resolve_nexthop(
     if route.unix_path:
         return [Candidate("localhost", unix_path=route.unix_path)]
     # A host named by a transport row or relayhost, not the recipient domain
-    # that an empty nexthop stands for (filled in by the routing core already).
-    configured = bool(route.host) and not route.is_domain(domain)
+    # that an empty nexthop stands for (filled in by the routing core, or here).
     route = route.for_domain(domain)
+    configured = not route.filled
     host, port = route.host, route.port
     check = bool(myself) and route.kind is RouteKind.SMTP
     try:

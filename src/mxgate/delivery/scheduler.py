@@ -98,6 +98,9 @@ class QueueManager:
         self._expired: dict[str, bool] = {}
         self._wake = asyncio.Event()
         self._stop: asyncio.Event | None = None  # run()'s; None until it runs
+        # Messages whose pass is over but whose outcome the spool refused to
+        # record (_keep retries): in flight, yet not taking a delivery slot.
+        self._waiting: set[str] = set()
         self._urgent = False  # woken by an operator or a full window: no rescan_gap
         self._deferred_scan_at = 0.0
         # The rest of a deferred/ run that the active window cut short.
@@ -174,7 +177,7 @@ class QueueManager:
     # -- picking messages -------------------------------------------------------
     def _scan(self) -> None:
         self._window_full = False
-        free = self.settings.active_limit - len(self.in_flight)
+        free = self.settings.active_limit - self._active()
         # Files in incoming/ come from workers (bodies too big for the journal),
         # our own bounces and operators (who wake us); the poll finds the first.
         mono = time.monotonic()
@@ -229,11 +232,16 @@ class QueueManager:
                 self._deferred_scan_at = min(self._deferred_scan_at, due)
         self._deferred_left = None
 
+    def _active(self) -> int:
+        """Messages in the active window: in flight, less those only waiting
+        to record their outcome (``_keep``)."""
+        return len(self.in_flight) - len(self._waiting)
+
     def _start(self, queue_id: str, source: Queue) -> bool:
         """Claim and start one message; False when the active window is full."""
         if queue_id in self.in_flight:
             return True
-        if len(self.in_flight) >= self.settings.active_limit:
+        if self._active() >= self.settings.active_limit:
             self._window_full = True
             return False
         try:
@@ -474,9 +482,11 @@ class QueueManager:
         again: putting the old record back would deliver once more what this
         pass delivered. Postfix marks recipients done in place; a JSON record
         with a checksum cannot be patched in place, so the outcome waits here
-        instead. Given up only when the gateway stops: the message is then
-        in active/ with its old record, which the next start delivers again
-        (at least once, never lost)."""
+        instead, outside the active window (``_waiting``): messages that need
+        no new space (all delivered: an unlink) go on meanwhile. Given up only
+        when the gateway stops: the message is then in active/ with its old
+        record, which the next start delivers again (at least once, never
+        lost)."""
         queue_id = envelope.queue_id
         written = False
 
@@ -485,30 +495,34 @@ class QueueManager:
             if not written:
                 self.spool.update(envelope, Queue.ACTIVE)
                 written = True
-            try:
+            # Not found: an earlier try renamed it and failed after (the
+            # directory fsync); it left active/ with the new record, for
+            # deferred/, where an operator may have taken it since. Recorded.
+            with contextlib.suppress(MessageNotFoundError):
                 self.spool.move(queue_id, Queue.ACTIVE, Queue.DEFERRED)
-            except MessageNotFoundError:
-                # An earlier try renamed it and failed after (the directory
-                # fsync): it is in deferred/ already.
-                if self.spool.locate(queue_id) is not Queue.DEFERRED:
-                    raise
 
         wait = 1.0
-        while True:
-            try:
-                await asyncio.to_thread(defer)
-                return
-            except SpoolError as exc:
-                stopping = self._stop is not None and self._stop.is_set()
-                then = "the message stays queued" if stopping else f"retry in {wait:.0f}s"
-                self.maillog.line(
-                    "qmgr",
-                    f"warning: {queue_id}: cannot record the delivery status: {exc}; {then}",
-                )
-                if stopping:
+        try:
+            while True:
+                try:
+                    await asyncio.to_thread(defer)
                     return
-            await self._pause(wait)
-            wait = min(wait * 2, _KEEP_RETRY_MAX)
+                except SpoolError as exc:
+                    stopping = self._stop is not None and self._stop.is_set()
+                    then = "the message stays queued" if stopping else f"retry in {wait:.0f}s"
+                    self.maillog.line(
+                        "qmgr",
+                        f"warning: {queue_id}: cannot record the delivery status: {exc}; {then}",
+                    )
+                    if stopping:
+                        return
+                if queue_id not in self._waiting:
+                    self._waiting.add(queue_id)
+                    self._wake.set()  # its slot in the active window is free
+                await self._pause(wait)
+                wait = min(wait * 2, _KEEP_RETRY_MAX)
+        finally:
+            self._waiting.discard(queue_id)
 
     async def _pause(self, seconds: float) -> None:
         """Sleep, cut short when the gateway stops."""

@@ -315,9 +315,17 @@ def write_queue_files(
         fsio.atomic_write(fs, layout.tmp, body_path, body)
     except OSError as err:
         raise from_os_error(err, f"{queue_id}: write body") from err
+    record_path = layout.record(queue, queue_id)
     try:
-        fsio.atomic_write(fs, layout.tmp, layout.record(queue, queue_id), encode(record))
+        fsio.atomic_write(fs, layout.tmp, record_path, encode(record))
     except OSError as err:
+        # The rename may have happened before the directory fsync failed: a
+        # record left without its body would be quarantined as corrupt at
+        # the next start, while the journal frame (still unfinished) holds
+        # the message whole. No record of this id existed in ``queue``
+        # before (journal messages have no files; write-out skips ids that
+        # have one), so removing it removes nothing else.
+        fsio.unlink_quietly(fs, record_path)
         fsio.unlink_quietly(fs, body_path)
         raise from_os_error(err, f"{queue_id}: write record") from err
 
