@@ -141,6 +141,9 @@ def test_the_recipient_domain_filled_in_by_the_routing_core_is_not_a_configured_
         filled = route("smtp:").for_domain(domain)
         got = run(resolve_nexthop(filled, domain, dns, random.Random(1)))
         assert isinstance(got, Bounced) and got.reply.enhanced == enhanced, (domain, got)
+    # A row that names the recipient domain as its host is still a row: deferred.
+    got = run(resolve_nexthop(route("smtp:[nx.test]:2525"), "nx.test", dns, random.Random(1)))
+    assert isinstance(got, Deferred) and got.reply.enhanced == "4.3.5", got
     filled = route("smtp:").for_domain("Primary-Is-Me.test")
     got = run(resolve_nexthop(filled, "primary-is-me.test", dns, random.Random(1), myself=ME))
     assert isinstance(got, Bounced) and got.reply.enhanced == "5.4.6", got
