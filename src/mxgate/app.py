@@ -20,9 +20,9 @@ from mxgate.core.retry import RetryPolicy
 from mxgate.core.routing import IPAddress, RoutingPolicy
 from mxgate.core.snapshot import RoutingData
 from mxgate.core.srs_keys import SrsKeyRing, SrsSettings
+from mxgate.core.transport import Endpoint, own_endpoint
 from mxgate.delivery import CourierConfig, PoolConfig
 from mxgate.delivery.bounce import BounceSettings
-from mxgate.delivery.nexthop import Endpoint, own_endpoint
 from mxgate.delivery.scheduler import SchedulerSettings
 from mxgate.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from mxgate.master import MasterSettings

@@ -92,3 +92,24 @@ def test_check_passes_on_consistent_data(database_url: str, tmp_path: Path) -> N
     result = runner.invoke(app, ["check"], env=_env(database_url, tmp_path))
     assert result.exit_code == 0, result.output
     assert "0 error(s)" in result.stdout
+
+
+def test_check_names_a_transport_row_that_sends_mail_back_to_this_gateway(
+    database_url: str, tmp_path: Path
+) -> None:
+    """other.example.com's row points at the address and port the gateway
+    listens on (``listen``): an error, before any mail is deferred for it."""
+    extra = "INSERT INTO transport (domain, transport, node) VALUES"
+    extra += " ('other.example.com', 'smtp:[127.0.0.1]:2599', '')"
+    asyncio.run(_prepare(database_url, extra))
+    env = {**_env(database_url, tmp_path), "MXGATE_LISTEN": "127.0.0.1:2599"}
+    result = runner.invoke(app, ["check", "--json"], env=env)
+    assert result.exit_code == 1, result.output
+    [found] = [
+        f for f in json.loads(result.stdout)["findings"] if f["kind"] == "transport-to-myself"
+    ]
+    assert found["key"] == "other.example.com" and "is this gateway" in found["message"]
+    # Listening elsewhere, the same row is a next hop like any other.
+    env["MXGATE_LISTEN"] = "127.0.0.1:2598"
+    result = runner.invoke(app, ["check"], env=env)
+    assert result.exit_code == 0, result.output

@@ -16,6 +16,7 @@ from mxgate.core.check import (
     summary,
 )
 from mxgate.core.rules import ExpansionSettings
+from mxgate.core.transport import own_endpoint
 
 D = "d.example"
 GOOD = RawRows(
@@ -183,3 +184,29 @@ def test_findings_are_sorted_by_severity_and_counted() -> None:
 def test_fold_prefers_the_lower_case_variant() -> None:
     data = fold(RawRows(mailboxes=[("A@d.example", "n1"), ("a@d.example", "n2")]))
     assert data.mailboxes == {"a@d.example": "n2"}
+
+
+def test_a_transport_row_that_names_this_gateway_is_an_error() -> None:
+    """The gateway takes mail on 192.0.2.1 port 25 and [2001:db8::1]:2525:
+    D's row smtp:[192.0.2.1] sends D's mail back to it (the delivery defers
+    it 4.3.5, "loops back to myself"). Other ports (a content filter), LMTP,
+    host names (DNS decides) and other nodes' rows are not this gateway's."""
+    me = frozenset({own_endpoint("192.0.2.1", 25), own_endpoint("2001:db8::1", 2525)})
+    rows = with_rows(
+        transports=[
+            ("v6.example", "", "smtp:[2001:DB8:0::1]:2525"),
+            ("filter.example", "", "smtp:[192.0.2.1]:10025"),
+            ("lmtp.example", "", "lmtp:[192.0.2.1]:25"),
+            ("named.example", "", "smtp:[mx.d.example]"),
+            (D, "maila", "smtp:[192.0.2.1]"),
+        ]
+    )
+    found = {k for k in kinds(rows, myself=me) if k[1] == "transport-to-myself"}
+    assert found == {
+        ("error", "transport-to-myself", D),
+        ("error", "transport-to-myself", "v6.example"),
+    }
+    [text] = [f.message for f in findings(rows, myself=me) if f.key == D]
+    assert "transport d.example (node '') -> smtp:[192.0.2.1] is this gateway" in text
+    # Without knowing where it listens (the default), nothing is said.
+    assert not {k for k in kinds(rows) if k[1] == "transport-to-myself"}

@@ -9,8 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from mxgate.core.outcome import Bounced, Deferred
+from mxgate.core.transport import own_endpoint
 from mxgate.delivery import Candidate, DnsResolver, StaticResolver, resolve_nexthop
-from mxgate.delivery.nexthop import NameResolver, NoNextHop, own_endpoint
+from mxgate.delivery.nexthop import NameResolver, NoNextHop
 
 from .peers import ZoneServer
 from .util import route, run

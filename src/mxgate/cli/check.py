@@ -11,6 +11,7 @@ from __future__ import annotations
 import typer
 from rich.text import Text
 
+from mxgate.app import own_endpoints
 from mxgate.cli.common import ConfigOption, settings
 from mxgate.cli.manage.output import JsonOpt, console, echo_json, on_database, refusals
 from mxgate.core.check import SEVERITY_ORDER, CheckSettings, Severity, check, summary
@@ -30,6 +31,7 @@ def check_cmd(config: ConfigOption = None, as_json: JsonOpt = False) -> None:
         ),
         node_name=loaded.config.node_name,
         node_fallback_to_gateway=loaded.config.node_fallback_to_gateway,
+        myself=own_endpoints(loaded.config),
     )
     with refusals():
         rows = on_database(config, load_raw)

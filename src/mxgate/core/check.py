@@ -61,7 +61,7 @@ def check(rows: RawRows, settings: CheckSettings) -> list[Finding]:
         *key_findings(rows),
         *outside_findings(data),
         *catch_all_findings(data),
-        *transport_findings(rows),
+        *transport_findings(rows, settings),
         *route_findings(data, settings),
         *node_findings(data),
         *forward_findings(rows, data, settings.expansion),

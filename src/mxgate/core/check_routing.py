@@ -21,13 +21,21 @@ from mxgate.core.rules import (
     stays_untaken_text,
 )
 from mxgate.core.snapshot import RoutingData
-from mxgate.core.transport import TransportError, find_transport_row, parse_transport
+from mxgate.core.transport import (
+    Route,
+    RouteKind,
+    TransportError,
+    find_transport_row,
+    own_endpoint,
+    parse_transport,
+)
 
 # --- transports ---------------------------------------------------------------
 
 
-def transport_findings(rows: RawRows) -> list[Finding]:
-    """Transport values that do not parse (no route: mail deferred) or are empty."""
+def transport_findings(rows: RawRows, settings: CheckSettings) -> list[Finding]:
+    """Transport values that do not parse (no route: mail deferred), are
+    empty, or send this role's mail back to this gateway."""
     out: list[Finding] = []
     for key, node, value in rows.transports:
         where = f"transport {key} (node {node!r})"
@@ -54,7 +62,31 @@ def transport_findings(rows: RawRows) -> list[Finding]:
                     " applies to has no route and is refused with 451 at RCPT",
                 )
             )
+        elif _names_myself(parsed, node, settings):
+            out.append(
+                finding(
+                    Severity.ERROR,
+                    "transport-to-myself",
+                    "transport",
+                    key,
+                    f"{where} -> {value} is this gateway ({parsed.host} port {parsed.port}"
+                    " is where it takes mail): mail it applies to would loop, and is"
+                    " deferred with 4.3.5 'loops back to myself' until the row is mended",
+                )
+            )
     return out
+
+
+def _names_myself(route: Route, node: str, settings: CheckSettings) -> bool:
+    """An SMTP row of this role whose host is an address this gateway takes
+    mail on (names need DNS: the delivery finds those, nexthop.py)."""
+    role = node == settings.node_name or (settings.node_fallback_to_gateway and node == "")
+    if not role or route.kind is not RouteKind.SMTP or not settings.myself:
+        return False
+    try:
+        return own_endpoint(route.host, route.port) in settings.myself
+    except ValueError:
+        return False  # a host name
 
 
 class _Routes:

@@ -61,6 +61,8 @@ class CheckSettings:
     expansion: ExpansionSettings = field(default_factory=ExpansionSettings)
     node_name: str = ""
     node_fallback_to_gateway: bool = False
+    myself: frozenset[tuple[str, int]] = frozenset()
+    """Where this gateway takes mail (``transport.own_endpoint``)."""
 
 
 def fold(rows: RawRows) -> RoutingData:

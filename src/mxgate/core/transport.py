@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from ipaddress import IPv4Address, IPv6Address
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import NamedTuple
 
 from mxgate.core.address import Address, split_extension
@@ -128,6 +128,16 @@ class Route:
             mx = False
         # Built directly: dataclasses.replace costs more than the whole lookup.
         return Route(self.kind, self.transport, domain, self.port, mx, filled=True)
+
+
+Endpoint = tuple[str, int]
+"""An address (in ``ipaddress`` compressed form) and a TCP port."""
+
+
+def own_endpoint(ip: str, port: int) -> Endpoint:
+    """``ip`` and ``port`` in the form ``myself`` sets hold (IPv6 written
+    alike however it was written)."""
+    return (ip_address(ip).compressed, port)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,7 @@ from typing import BinaryIO
 from mxgate.core.envelope import BodyType, Envelope, Recipient
 from mxgate.core.outcome import Bounced, Deferred, Delivered, Outcome, classify, connection_lost
 from mxgate.core.reply import Reply
-from mxgate.core.transport import Route, RouteKind
+from mxgate.core.transport import Endpoint, Route, RouteKind
 from mxgate.smtp.client import Command, MailRequest, RcptRequest
 from mxgate.smtp.encode import encode_utf8_addr_xtext
 from mxgate.spool import SpoolError
@@ -41,7 +41,6 @@ from .nexthop import (
     MX_ADDRESS_LIMIT,
     AddressPreference,
     Candidate,
-    Endpoint,
     NameResolver,
     resolve_nexthop,
 )
@@ -76,7 +75,7 @@ class CourierConfig:
     address_preference: AddressPreference = "any"
     pool: PoolConfig = field(default_factory=PoolConfig)
     myself: frozenset[Endpoint] = frozenset()
-    """Where this gateway takes mail (``nexthop.own_endpoint``): an SMTP next
+    """Where this gateway takes mail (``transport.own_endpoint``): an SMTP next
     hop among them is a mail loop."""
 
 

@@ -45,7 +45,7 @@ from mxgate.core.outcome import (
     null_mx,
 )
 from mxgate.core.reply import Reply
-from mxgate.core.transport import Route, RouteKind
+from mxgate.core.transport import Endpoint, Route, RouteKind, own_endpoint
 
 Family = Literal["A", "AAAA"]
 AddressPreference = Literal["any", "ipv4", "ipv6"]
@@ -185,16 +185,6 @@ def _key(name: str) -> str:
 def _configured(outcome: NoNextHop) -> NoNextHop:
     """A configured next hop that cannot exist is our mistake: defer."""
     return Deferred(Reply(451, "4.3.5", f"{outcome.reply.text} (configured next hop)"))
-
-
-Endpoint = tuple[str, int]
-"""An address (in ``ipaddress`` compressed form) and a TCP port."""
-
-
-def own_endpoint(ip: str, port: int) -> Endpoint:
-    """``ip`` and ``port`` in the form ``myself`` sets hold (IPv6 written
-    alike however it was written)."""
-    return (ip_address(ip).compressed, port)
 
 
 async def resolve_nexthop(
