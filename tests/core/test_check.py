@@ -210,3 +210,29 @@ def test_a_transport_row_that_names_this_gateway_is_an_error() -> None:
     assert "transport d.example (node '') -> smtp:[192.0.2.1] is this gateway" in text
     # Without knowing where it listens (the default), nothing is said.
     assert not {k for k in kinds(rows) if k[1] == "transport-to-myself"}
+
+
+@pytest.mark.parametrize(
+    ("settings", "key"),
+    [
+        ({"relayhost": "[192.0.2.77]"}, "relayhost"),
+        ({"relayhost": "[192.0.2.77]:25"}, "relayhost"),
+        ({"default_transport": "smtp:[192.0.2.77]:25"}, "default_transport"),
+        (
+            {"default_transport": "relay:[192.0.2.77]", "relayhost": "[192.0.2.9]"},
+            "default_transport",
+        ),
+        ({"relayhost": "[192.0.2.77]:2525"}, None),  # another port: a content filter
+        ({"default_transport": "smtp:[192.0.2.9]", "relayhost": "[192.0.2.77]"}, None),  # unused
+        ({"default_transport": "lmtp:", "relayhost": "[192.0.2.77]:25"}, None),  # LMTP
+        ({"relayhost": "mx.outside.example"}, None),  # a name: DNS decides at delivery
+    ],
+)
+def test_a_relayhost_or_default_transport_that_names_this_gateway_is_an_error(
+    settings: dict[str, str], key: str | None
+) -> None:
+    me = frozenset({own_endpoint("192.0.2.77", 25)})
+    found = [f for f in findings(GOOD, myself=me, **settings) if f.kind == "transport-to-myself"]
+    assert [(f.severity.value, f.table, f.key) for f in found] == (
+        [("error", "settings", key)] if key else []
+    )

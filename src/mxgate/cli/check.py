@@ -32,6 +32,8 @@ def check_cmd(config: ConfigOption = None, as_json: JsonOpt = False) -> None:
         node_name=loaded.config.node_name,
         node_fallback_to_gateway=loaded.config.node_fallback_to_gateway,
         myself=own_endpoints(loaded.config),
+        default_transport=loaded.config.default_transport,
+        relayhost=loaded.config.relayhost,
     )
     with refusals():
         rows = on_database(config, load_raw)

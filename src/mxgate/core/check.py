@@ -24,6 +24,7 @@ from mxgate.core.check_routing import (
     forward_findings,
     node_findings,
     route_findings,
+    settings_findings,
     transport_findings,
 )
 from mxgate.core.check_rows import (
@@ -62,6 +63,7 @@ def check(rows: RawRows, settings: CheckSettings) -> list[Finding]:
         *outside_findings(data),
         *catch_all_findings(data),
         *transport_findings(rows, settings),
+        *settings_findings(settings),
         *route_findings(data, settings),
         *node_findings(data),
         *forward_findings(rows, data, settings.expansion),

@@ -27,6 +27,7 @@ from mxgate.core.transport import (
     TransportError,
     find_transport_row,
     own_endpoint,
+    parse_relayhost,
     parse_transport,
 )
 
@@ -62,7 +63,7 @@ def transport_findings(rows: RawRows, settings: CheckSettings) -> list[Finding]:
                     " applies to has no route and is refused with 451 at RCPT",
                 )
             )
-        elif _names_myself(parsed, node, settings):
+        elif _in_role(node, settings) and _is_myself(parsed, settings):
             out.append(
                 finding(
                     Severity.ERROR,
@@ -77,11 +78,39 @@ def transport_findings(rows: RawRows, settings: CheckSettings) -> list[Finding]:
     return out
 
 
-def _names_myself(route: Route, node: str, settings: CheckSettings) -> bool:
-    """An SMTP row of this role whose host is an address this gateway takes
-    mail on (names need DNS: the delivery finds those, nexthop.py)."""
-    role = node == settings.node_name or (settings.node_fallback_to_gateway and node == "")
-    if not role or route.kind is not RouteKind.SMTP or not settings.myself:
+def settings_findings(settings: CheckSettings) -> list[Finding]:
+    """default_transport, or the relayhost it uses, naming this gateway:
+    every message to the outside would loop (deferred 4.3.5 at delivery)."""
+    name, value = "default_transport", settings.default_transport
+    route = parse_transport(value)
+    if isinstance(route, Route) and not route.host and settings.relayhost.strip():
+        name, value = "relayhost", settings.relayhost
+        route = parse_relayhost(value, route.kind, route.transport)
+    out: list[Finding] = []
+    if isinstance(route, Route) and route.host and _is_myself(route, settings):
+        out.append(
+            finding(
+                Severity.ERROR,
+                "transport-to-myself",
+                "settings",
+                name,
+                f"{name} = {value.strip()} is this gateway ({route.host} port"
+                f" {route.port} is where it takes mail): mail to the outside would"
+                " loop, and is deferred with 4.3.5 'loops back to myself'",
+            )
+        )
+    return out
+
+
+def _in_role(node: str, settings: CheckSettings) -> bool:
+    """A transport row this role uses."""
+    return node == settings.node_name or (settings.node_fallback_to_gateway and node == "")
+
+
+def _is_myself(route: Route, settings: CheckSettings) -> bool:
+    """An SMTP next hop at an address and port this gateway takes mail on
+    (host names need DNS: the delivery finds those, nexthop.py)."""
+    if route.kind is not RouteKind.SMTP or not settings.myself:
         return False
     try:
         return own_endpoint(route.host, route.port) in settings.myself

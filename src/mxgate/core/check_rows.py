@@ -63,6 +63,8 @@ class CheckSettings:
     node_fallback_to_gateway: bool = False
     myself: frozenset[tuple[str, int]] = frozenset()
     """Where this gateway takes mail (``transport.own_endpoint``)."""
+    default_transport: str = "smtp:"
+    relayhost: str = ""
 
 
 def fold(rows: RawRows) -> RoutingData:
