@@ -238,3 +238,9 @@ def test_our_address_on_another_port_or_over_lmtp_is_no_loop(dns: DnsResolver) -
         "127.0.0.9[127.0.0.9]:25"
     ]
     assert labels(resolve(dns, "smtp:[0:0::1]:2526", "x.test", myself=ME)) == ["::1[::1]:2526"]
+
+
+def test_an_ipv4_mapped_address_is_the_ipv4_address() -> None:
+    assert own_endpoint("::ffff:127.0.0.9", 25) == own_endpoint("127.0.0.9", 25)
+    got = resolve(StaticResolver(), "smtp:[::ffff:127.0.0.9]:25", "x.test", myself=ME)
+    assert isinstance(got, Deferred) and "loops back to myself" in got.reply.text, got

@@ -136,8 +136,11 @@ Endpoint = tuple[str, int]
 
 def own_endpoint(ip: str, port: int) -> Endpoint:
     """``ip`` and ``port`` in the form ``myself`` sets hold (IPv6 written
-    alike however it was written)."""
-    return (ip_address(ip).compressed, port)
+    alike however it was written; an IPv4-mapped one as its IPv4 address)."""
+    address = ip_address(ip)
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        return (str(address.ipv4_mapped), port)
+    return (address.compressed, port)
 
 
 @dataclass(frozen=True, slots=True)
