@@ -95,7 +95,9 @@ async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
         return SrsContext(srs, keys.ring, now) if srs and keys else None
 
     resolver = DnsResolver(list(settings.nameservers) or None, port=settings.dns_port)
-    courier = Courier(settings.courier, resolver)
+    courier = Courier(
+        settings.courier, resolver, warn=lambda text: log.line("smtp", f"warning: {text}")
+    )
     spool = Spool(settings.spool_dir)
     # Frames that earlier workers left in the journal (a crash, a restart) are
     # delivered from there; no worker of ours runs yet.

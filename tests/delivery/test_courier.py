@@ -403,3 +403,31 @@ def test_empty_nexthop_groups_recipients_by_domain() -> None:
     assert all(r.status is Status.DELIVERED for r in results.values())
     assert sorted(m.rcpts for m in peer.messages) == [["a@one.test", "c@one.test"], ["b@two.test"]]
     assert results["b@two.test"].relay_text.startswith("mx.two.test[")
+
+
+def test_a_server_that_greets_with_our_own_name_is_warned_about_and_used() -> None:
+    """Most likely this gateway again, reached a way loop detection cannot
+    see (a NAT not in proxy_interfaces): the mail log says so, as Postfix's
+    smtp(8) does; the delivery goes on. Not for another name, nor over LMTP."""
+
+    async def attempt(greeting: str, transport: str = "smtp") -> list[str]:
+        warnings: list[str] = []
+        async with ScriptedPeer(PeerScript(greeting=greeting, lmtp=transport == "lmtp")) as peer:
+            courier = Courier(config(), NO_DNS, warn=warnings.append)
+            rcpts = recipients("a@d.test")
+            try:
+                results = await courier.deliver(
+                    route(f"{transport}:[127.0.0.1]:{peer.port}"), envelope(rcpts), rcpts, body()
+                )
+            finally:
+                await courier.close()
+        assert results["a@d.test"].status is Status.DELIVERED
+        return warnings
+
+    own = config().helo_name
+    for name in (own, own.upper()):  # names compare without case
+        [warning] = run(attempt(f"220 {name} ESMTP"))
+        assert warning.startswith("host 127.0.0.1[127.0.0.1]:")
+        assert warning.endswith(f" greeted me with my own hostname {name}")
+    assert run(attempt("220 other.test ESMTP")) == []
+    assert run(attempt(f"220 {own} LMTP", "lmtp")) == []

@@ -89,11 +89,14 @@ class Courier:
         *,
         rng: random.Random | None = None,
         pool: ConnectionPool | None = None,
+        warn: Callable[[str], None] | None = None,
     ) -> None:
+        """``warn``: where a warning for the mail log goes (none: dropped)."""
         self.config = config
         self.resolver = resolver
         self.rng = rng or random.Random()
         self.pool = pool or ConnectionPool(config.pool)
+        self.warn = warn
 
     async def close(self) -> None:
         """Close the idle connections (QUIT)."""
@@ -216,7 +219,7 @@ class _Attempt:
         )
         while True:
             try:
-                return await Session.open(
+                session = await Session.open(
                     candidate,
                     lmtp=self.lmtp,
                     helo_name=self.config.helo_name,
@@ -233,6 +236,18 @@ class _Attempt:
                 if isinstance(failure.outcome, Bounced):  # 5xx to EHLO/HELO: a refusal
                     self._finish_all(failure.outcome, relay=candidate)
                 return None
+            # A server that greets with our own name is most likely this
+            # gateway reached some way loop detection cannot see (a NAT not
+            # in proxy_interfaces): said, as smtp(8) says it, and delivered on.
+            if (
+                not self.lmtp
+                and self.courier.warn is not None
+                and session.greeted_as.lower() == self.config.helo_name.lower()
+            ):
+                self.courier.warn(
+                    f"host {candidate.label} greeted me with my own hostname {session.greeted_as}"
+                )
+            return session
 
     async def _transact(self, session: Session, more_servers: bool) -> Session | None:
         """One transaction on ``session``; returns the session if it can be

@@ -249,6 +249,7 @@ class Session:
         self.tls = False
         self.transactions = 0
         self.created = time.monotonic()
+        self.greeted_as = ""  # the first word of the greeting: the server's name
         self.broken: Outcome | None = None
         self._channel = channel
 
@@ -301,6 +302,8 @@ class Session:
         if greeting.reply.code != 220:
             await self.close()
             raise SessionFailure(refused_to_talk(self.relay, greeting.reply))
+        words = greeting.reply.text.split(None, 1)
+        self.greeted_as = words[0] if words else ""
         await self._hello(helo_name)
         if tls_level == "none" or self.candidate.unix_path:
             return
