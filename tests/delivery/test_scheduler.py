@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import email.policy
 import errno
 import io
 import re
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -97,16 +98,30 @@ def manager(
     )
 
 
-async def settle(qm: QueueManager, spool: Spool, rounds: int = 100) -> None:
-    """Run the manager until the incoming queue is empty and nothing is in flight."""
+@contextlib.asynccontextmanager
+async def running(qm: QueueManager) -> AsyncIterator[None]:
+    """The manager runs inside the block, and is stopped (and drained) after it."""
     stop = asyncio.Event()
     runner = asyncio.create_task(qm.run(stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await runner
+
+
+async def until(done: Callable[[], bool], rounds: int = 100) -> None:
+    """Wait until ``done()`` holds, at most ``rounds`` times 50 ms."""
     for _ in range(rounds):
         await asyncio.sleep(0.05)
-        if not spool.scan(Queue.INCOMING) and not qm.in_flight:
-            break
-    stop.set()
-    await runner
+        if done():
+            return
+
+
+async def settle(qm: QueueManager, spool: Spool, rounds: int = 100) -> None:
+    """Run the manager until the incoming queue is empty and nothing is in flight."""
+    async with running(qm):
+        await until(lambda: not spool.scan(Queue.INCOMING) and not qm.in_flight, rounds)
 
 
 def test_delivers_and_removes(tmp_path: Path) -> None:
@@ -555,14 +570,8 @@ def test_a_deferred_backlog_larger_than_the_active_window_drains_in_one_queue_ru
                     queued.append(qid)
                 qm = manager(spool, lambda: snapshot(peer.port), Clock(1e9 + 5), log)
                 qm.settings = replace(qm.settings, active_limit=2)
-                stop = asyncio.Event()
-                runner = asyncio.create_task(qm.run(stop))
-                for _ in range(100):
-                    await asyncio.sleep(0.05)
-                    if not spool.scan(Queue.DEFERRED) and not qm.in_flight:
-                        break
-                stop.set()
-                await runner
+                async with running(qm):
+                    await until(lambda: not spool.scan(Queue.DEFERRED) and not qm.in_flight)
                 assert [spool.locate(q) for q in queued] == [None] * 6
             assert len(peer.messages) == 6
 
@@ -649,21 +658,12 @@ def test_a_message_waiting_to_record_its_outcome_leaves_its_delivery_slot_free(
                 full.refusals = 10**6  # until further notice
                 qm = manager(spool, lambda: snapshot(peer.port), Clock(1e9 + 5), log)
                 qm.settings = replace(qm.settings, active_limit=1)
-                stop = asyncio.Event()
-                runner = asyncio.create_task(qm.run(stop))
-                for _ in range(100):
-                    await asyncio.sleep(0.05)
-                    if spool.locate(second) is None:
-                        break
-                assert spool.locate(second) is None  # delivered while A waits
-                assert spool.locate(first) is Queue.ACTIVE
-                full.refusals = 0  # room again: A's next try records it
-                for _ in range(200):
-                    await asyncio.sleep(0.05)
-                    if spool.locate(first) is Queue.DEFERRED:
-                        break
-                stop.set()
-                await runner
+                async with running(qm):
+                    await until(lambda: spool.locate(second) is None)
+                    assert spool.locate(second) is None  # delivered while A waits
+                    assert spool.locate(first) is Queue.ACTIVE
+                    full.refusals = 0  # room again: A's next try records it
+                    await until(lambda: spool.locate(first) is Queue.DEFERRED, 200)
                 assert spool.locate(first) is Queue.DEFERRED
 
     asyncio.run(run())
@@ -706,21 +706,12 @@ def test_a_record_moved_before_a_failed_fsync_counts_as_recorded(tmp_path: Path)
                 )
                 failing.armed = True
                 qm = manager(spool, lambda: snapshot(peer.port), Clock(1e9 + 5), log)
-                stop = asyncio.Event()
-                runner = asyncio.create_task(qm.run(stop))
-                for _ in range(100):
-                    await asyncio.sleep(0.05)
-                    if "cannot record the delivery status" in log.getvalue():
-                        break
-                assert spool.locate(qid) is Queue.DEFERRED  # renamed, not fsynced
-                script.rcpt = lambda arg: "250 2.1.5 Ok"
-                assert admin.flush(spool, admin.Selector(queue_ids=(qid,))).done == [qid]
-                for _ in range(200):
-                    await asyncio.sleep(0.05)
-                    if spool.locate(qid) is None:
-                        break
-                stop.set()
-                await runner
+                async with running(qm):
+                    await until(lambda: "cannot record the delivery status" in log.getvalue())
+                    assert spool.locate(qid) is Queue.DEFERRED  # renamed, not fsynced
+                    script.rcpt = lambda arg: "250 2.1.5 Ok"
+                    assert admin.flush(spool, admin.Selector(queue_ids=(qid,))).done == [qid]
+                    await until(lambda: spool.locate(qid) is None, 200)
                 assert spool.locate(qid) is None
             delivered = [r for m in peer.messages for r in m.rcpts]
             assert sorted(delivered) == ["a@example.com", "b@example.com"]
@@ -746,14 +737,8 @@ def test_new_mail_and_a_due_deferred_backlog_take_turns(tmp_path: Path) -> None:
                 qm = manager(spool, lambda: snapshot(peer.port), Clock(1e9 + 5), log)
                 # One at a time, and incoming/ listed at every scan.
                 qm.settings = replace(qm.settings, active_limit=1, incoming_poll=0.001)
-                stop = asyncio.Event()
-                runner = asyncio.create_task(qm.run(stop))
-                for _ in range(200):
-                    await asyncio.sleep(0.05)
-                    if len(peer.messages) == 6 and not qm.in_flight:
-                        break
-                stop.set()
-                await runner
+                async with running(qm):
+                    await until(lambda: len(peer.messages) == 6 and not qm.in_flight, 200)
             senders = [m.mail_from.split(">")[0].split("<")[1][:3] for m in peer.messages]
             assert senders in (["new", "old"] * 3, ["old", "new"] * 3), senders
 
