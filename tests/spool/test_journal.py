@@ -4,6 +4,7 @@ writing out, recovery after a crash, and what tools see."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import time
 from dataclasses import replace
@@ -15,13 +16,14 @@ from hypothesis import strategies as st
 
 from mxgate.core.envelope import RecipientState
 from mxgate.spool import Queue, Spool, SpoolError
-from mxgate.spool.format import Record, encode
+from mxgate.spool.format import Record, decode, encode
 from mxgate.spool.journal import (
     DONE_SUFFIX,
     JournalCommitter,
     JournalWriter,
     frame,
     frames,
+    is_segment_name,
     read_done,
 )
 from mxgate.spool.journal_index import JournalIndex, journal_dir, recover_journal
@@ -189,6 +191,25 @@ def test_a_deferred_journal_message_is_written_out_as_queue_files(tmp_path: Path
             assert body.read() == make_body("z", 3000)
     assert os.listdir(root / "journal") == []
     assert os.listdir(root / "tmp") == []
+    # The frame carried no body checksum (its CRC-32 covered the body); the
+    # queue file's record has one, and a verifying recovery accepts the body.
+    record = decode((root / "deferred" / queue_id).read_bytes())
+    assert record.body_sha256 == hashlib.sha256(make_body("z", 3000)).hexdigest()
+    with Spool(root) as restarted:
+        assert restarted.recover(verify_bodies=True).corrupt == []
+        assert restarted.scan(Queue.DEFERRED) == [queue_id]
+
+
+def test_a_journal_frame_carries_no_body_checksum(tmp_path: Path) -> None:
+    root = tmp_path / "spool"
+    with Spool(root, journal=True) as spool:
+        queue_id = asyncio.run(receive(spool, make_body("c", 2500)))
+    [segment] = [p for p in (root / "journal").iterdir() if is_segment_name(p.name)]
+    data = segment.read_bytes()
+    [item] = list(frames(data))
+    record = decode(data[item.record_offset : item.body_offset])
+    assert record.envelope.queue_id == queue_id
+    assert record.body_size == 2500 and record.body_sha256 == ""
 
 
 def test_tools_see_journal_messages_as_active(tmp_path: Path) -> None:

@@ -24,7 +24,9 @@ A record is UTF-8 text that an operator can read in an editor::
 The last line is ``END`` and the SHA-256 (hex) of every byte before it, so a
 file cut at any byte, or with bytes changed, never decodes (the END record of
 Postfix's queue files, made verifiable). ``body`` describes the body file, so
-recovery can also tell a truncated body from a whole one.
+recovery can also tell a truncated body from a whole one. In a journal frame
+the body's ``sha256`` is empty: the frame's CRC-32 covers the body there, and
+the checksum is filled in when the message is written out as queue files.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ Never decides delivery; the scheduler sees these messages through ``Spool``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import threading
@@ -307,8 +308,14 @@ def write_queue_files(
     fs: fsio.FileSystem, layout: Layout, record: Record, body: bytes, queue: Queue
 ) -> None:
     """The message as an ordinary body file and record in ``queue``, durably.
-    Raises SpoolError (nothing of it left behind)."""
+    Raises SpoolError (nothing of it left behind).
+
+    A record from a journal frame has no body checksum (the frame's CRC-32
+    covered the body, writer.py): a queue file's record has one, as recovery
+    checks the body file against it."""
     queue_id = record.envelope.queue_id
+    if not record.body_sha256:
+        record = Record(record.envelope, record.body_size, hashlib.sha256(body).hexdigest())
     body_path = layout.body(queue_id)
     try:
         # Through tmp/ like the record: a reader never sees a body half written.

@@ -6,6 +6,12 @@ when the buffer first fills, or at commit time for a body smaller than the
 buffer, so most messages touch the disk only on the commit threads), the body's
 size and SHA-256, and the encoded envelope record handed to the committer.
 
+The SHA-256 is taken only of bodies that become files. A body committed to the
+journal is covered by its frame's CRC-32 (journal.py), and its record says
+``"sha256": ""`` until the queue manager writes it out as queue files
+(``journal_index.write_queue_files`` fills it in): hashing every body in the
+SMTP worker cost an eighth of its CPU per message at one client at a time.
+
 Never holds a whole message in memory (at most ``BUFFER_SIZE`` bytes plus one
 chunk), and never leaves a deliverable trace of a message that was not
 committed: every failure removes what was written before the exception reaches
@@ -60,7 +66,7 @@ class SpoolWriter:
         self._committer = committer
         self._on_done = on_done
         self._buffer = bytearray()
-        self._hash = hashlib.sha256()
+        self._hash = hashlib.sha256()  # of the bytes flushed to the body file
         self._size = 0
         self._fd: int | None = None
         self._state = _State.OPEN
@@ -74,7 +80,6 @@ class SpoolWriter:
         """Append ``chunk`` to the body. On failure the message is aborted and
         SpoolFullError / SpoolError raised."""
         self._require_open()
-        self._hash.update(chunk)
         self._size += len(chunk)
         self._buffer += chunk
         if len(self._buffer) >= BUFFER_SIZE:
@@ -130,7 +135,7 @@ class SpoolWriter:
         self._require_open()
         self._check_envelope(envelope)
         body = bytes(self._buffer)
-        record = encode(Record(envelope, self._size, self._hash.hexdigest()))
+        record = encode(Record(envelope, self._size, ""))
         self._buffer = bytearray()
         self._state = _State.COMMITTING
         return frame(self.queue_id, record, body)
@@ -183,6 +188,7 @@ class SpoolWriter:
             if self._fd is None:
                 self._fd = self._fs.create(self._layout.body(self.queue_id))
             write_all(self._fs, self._fd, self._buffer)
+            self._hash.update(self._buffer)
         except OSError as err:
             # A FileExistsError means another message has this id (only possible
             # with a caller's id, or a clock stepping back): that body is not ours.
@@ -194,6 +200,7 @@ class SpoolWriter:
         """Hand everything over to the committer; nothing is written here."""
         self._require_open()
         self._check_envelope(envelope)
+        self._hash.update(self._buffer)  # the tail, written by the committer
         record = encode(Record(envelope, self._size, self._hash.hexdigest()))
         item = PendingCommit(
             queue_id=self.queue_id,
