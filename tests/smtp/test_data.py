@@ -4,6 +4,8 @@ size limits, streaming (RFC 5321 4.1.1.4, 4.5.2; RFC 1870)."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mxgate.smtp import (
     DataChunk,
@@ -86,6 +88,25 @@ def test_smuggling_byte_at_a_time_too() -> None:
         client.feed(bytes([byte]))
     assert len(client.of_type(MailFrom)) == 1
     assert len(client.of_type(DataRejected)) == 1
+
+
+@given(
+    st.binary().map(lambda b: bytes(b"ab\r\n."[x % 5] for x in b)),
+    st.lists(st.integers(min_value=1, max_value=7), min_size=1),
+)
+def test_bare_line_ends_are_found_however_the_input_is_split(text: bytes, sizes: list[int]) -> None:
+    # The whole body, checked by counting, against the decoder fed in pieces.
+    wire = text + b"\r\n.\r\n"
+    whole, _rest, _ = decode_all(wire)
+    crlf = whole.count(b"\r\n")
+    decoder = DataDecoder(0)
+    buf, pos, at, finished = b"", 0, 0, False
+    while not finished:
+        size = sizes[at % len(sizes)]
+        buf, at = buf + wire[len(buf) : len(buf) + size], at + 1
+        _piece, pos, finished = decoder.decode(buf, pos)
+    assert decoder.bare_lf == (whole.count(b"\n") != crlf)
+    assert decoder.bare_cr == (whole.count(b"\r") != crlf)
 
 
 def test_bare_lf_and_bare_cr_are_told_apart() -> None:
