@@ -64,7 +64,11 @@ class Record:
 
 
 def encode(record: Record) -> bytes:
-    """The record's bytes. Raises ValueError for values JSON cannot carry (NaN...)."""
+    """The record's bytes. Raises ValueError for values JSON cannot carry (NaN...).
+
+    Enum members give ``_value_`` (their value, a plain attribute) rather than
+    ``.value``, a property written in Python: interpreted calls per message
+    on the SMTP worker's path, even when this module is compiled."""
     env = record.envelope
     ret = env.ret
     values = (
@@ -78,9 +82,9 @@ def encode(record: Record) -> bytes:
         env.client_helo,
         env.client_hostname,
         env.size,
-        env.body_type.value,
+        env.body_type._value_,
         env.smtputf8,
-        None if ret is None else ret.value,
+        None if ret is None else ret._value_,
         env.envid,
     )
     try:
@@ -182,9 +186,9 @@ def _encode_recipient(rcpt: Recipient) -> dict[str, Any]:
         "original": rcpt.original,
         "orcpt": rcpt.orcpt,
         # A fixed order keeps rewrites of an unchanged record byte-identical.
-        "notify": sorted(n.value for n in rcpt.notify),
+        "notify": sorted(n._value_ for n in rcpt.notify),
         "route": dict(rcpt.route),
-        "state": rcpt.state.value,
+        "state": rcpt.state._value_,
         "attempts": rcpt.attempts,
         "next_attempt": rcpt.next_attempt,
         "last_reply": rcpt.last_reply,
