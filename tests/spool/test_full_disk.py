@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from mxgate.spool import Queue, Spool, SpoolFullError
+from mxgate.spool.journal import JournalWriter
 from tests.spool.util import make_body, receive
 
 
@@ -80,3 +81,23 @@ def test_a_full_disk_refuses_commits_and_leaves_nothing_deliverable(small_fs: Pa
             spool.remove(queue_id, Queue.ACTIVE)
     with Spool(root, journal=True) as spool:
         assert asyncio.run(receive(spool, make_body("again", 3000)))
+
+
+def test_no_spare_segment_takes_the_last_free_space(small_fs: Path) -> None:
+    # 256 KiB in all; a filler leaves about 100 KiB. A 64 KiB spare would fit,
+    # but zero-filling it while commits append would leave them no room.
+    (small_fs / "filler").write_bytes(bytes(150 * 1024))
+    directory = small_fs / "journal"
+    directory.mkdir()
+    names = iter(f"SEG{n}" for n in range(10))
+    writer = JournalWriter(directory, lambda: next(names), limit=64 * 1024)
+    writer.append(b"x" * 1000)  # opens the first segment, which asks for a spare
+    with writer._spare_lock:
+        preparing = writer._preparing
+    if preparing is not None:
+        preparing.join()
+    assert writer._spare is None
+    assert [p.name for p in directory.iterdir() if p.name.startswith(".spare-")] == []
+    writer.append(b"y" * 30_000)  # the commits keep the room
+    writer.discard_spare()
+    writer.abandon()

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import logging
 import os
@@ -231,6 +232,12 @@ class JournalWriter:
     def _prepare(self) -> None:
         path = self.directory / f"{SPARE_PREFIX}{os.getpid()}-{next(_spare_numbers)}"
         try:
+            # The zeros would take the last free space from commits running
+            # meanwhile (452 4.3.1 until the spare fails and is removed): make
+            # one only while twice its size is free.
+            stat = os.statvfs(self.directory)
+            if stat.f_bavail * stat.f_frsize < 2 * self.limit:
+                raise OSError(errno.ENOSPC, "no room for a spare segment")
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             try:
                 zeros = memoryview(bytes(min(ZERO_CHUNK, self.limit)))
