@@ -14,6 +14,7 @@ from collections import defaultdict
 from mxgate.core.address import Address, parse_path
 from mxgate.core.check_rows import CheckSettings, Finding, RawRows, Severity, finding
 from mxgate.core.expand import FailureKind, forward_targets, split_destinations
+from mxgate.core.routing import default_route
 from mxgate.core.rules import (
     ExpansionSettings,
     forward_problems,
@@ -27,7 +28,6 @@ from mxgate.core.transport import (
     TransportError,
     find_transport_row,
     own_endpoint,
-    parse_relayhost,
     parse_transport,
 )
 
@@ -81,13 +81,11 @@ def transport_findings(rows: RawRows, settings: CheckSettings) -> list[Finding]:
 def settings_findings(settings: CheckSettings) -> list[Finding]:
     """default_transport, or the relayhost it uses, naming this gateway:
     every message to the outside would loop (deferred 4.3.5 at delivery)."""
-    name, value = "default_transport", settings.default_transport
-    route = parse_transport(value)
-    if isinstance(route, Route) and not route.host and settings.relayhost.strip():
-        name, value = "relayhost", settings.relayhost
-        route = parse_relayhost(value, route.kind, route.transport)
+    route, source, _problem = default_route(settings.default_transport, settings.relayhost)
+    name = source.split(" ", 1)[0]
+    value = settings.relayhost if name == "relayhost" else settings.default_transport
     out: list[Finding] = []
-    if isinstance(route, Route) and route.host and _is_myself(route, settings):
+    if route is not None and route.host and _is_myself(route, settings):
         out.append(
             finding(
                 Severity.ERROR,

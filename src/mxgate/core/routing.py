@@ -133,8 +133,10 @@ def resolve_route(data: RoutingData, policy: RoutingPolicy, recipient: Address |
 
 
 @lru_cache(maxsize=1024)
-def _default_route(default_transport: str, relayhost: str) -> tuple[Route | None, str, str]:
-    """(route with empty host = recipient domain, source, problem)."""
+def default_route(default_transport: str, relayhost: str) -> tuple[Route | None, str, str]:
+    """(route with empty host = recipient domain, source, problem) for
+    domains not ours. ``source`` starts with the name of the setting that
+    gave the route: ``default_transport`` or ``relayhost``."""
     route = parse_transport(default_transport)
     if isinstance(route, TransportError):
         return None, "", f"default_transport {default_transport!r} is invalid: {route.reason}"
@@ -151,7 +153,7 @@ def _default_route(default_transport: str, relayhost: str) -> tuple[Route | None
 
 
 def _default(default_transport: str, relayhost: str, domain: str) -> Resolution:
-    route, source, problem = _default_route(default_transport, relayhost)
+    route, source, problem = default_route(default_transport, relayhost)
     if route is None:
         return Resolution(None, source, problem)
     return Resolution(route.for_domain(domain), source)
