@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import importlib
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +75,56 @@ def test_serve_says_when_the_build_is_stale_or_absent(
     monkeypatch.setattr(native, "extension_paths", lambda: [Path("x.so")])
     serve._say_build()
     assert capsys.readouterr().err == ""
+
+
+def _written_out_dataclasses() -> list[type]:
+    """The dataclasses of the compiled modules whose ``__init__`` is written
+    out (``init=False``): the ones built per message, see ``mxgate.native``."""
+    found = []
+    for module in native.MODULES:
+        for value in vars(importlib.import_module(module)).values():
+            params = getattr(value, "__dataclass_params__", None)
+            if params is None or not isinstance(value, type) or value.__module__ != module:
+                continue
+            if not params.init:
+                found.append(value)
+    return found
+
+
+def _written_init(cls: type) -> list[tuple[str, object]]:
+    """The parameters of ``cls.__init__`` as its source writes them: name and
+    default (evaluated in the module; ``_NONE`` when there is none). Read
+    from the source because a compiled class often has no signature."""
+    module = sys.modules[cls.__module__]
+    tree = ast.parse(native.source_path(cls.__module__).read_text())
+    node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls.__name__)
+    init = next(n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+    args = init.args.args[1:]  # without self
+    defaults: list[ast.expr | None] = [None] * (len(args) - len(init.args.defaults))
+    defaults += init.args.defaults
+    return [
+        (arg.arg, _NONE if default is None else eval(ast.unparse(default), vars(module)))
+        for arg, default in zip(args, defaults, strict=True)
+    ]
+
+
+_NONE = object()
+
+
+def test_written_out_initialisers_take_the_fields_in_order() -> None:
+    """A field added to one of these classes without its ``__init__``
+    parameter (or in another place, or with another default) fails here."""
+    classes = _written_out_dataclasses()
+    assert len(classes) >= 16  # the classes of one c=1 session, at least
+    for cls in classes:
+        parameters = _written_init(cls)
+        expected = [f for f in dataclasses.fields(cls) if f.init]
+        assert [name for name, _ in parameters] == [f.name for f in expected], cls
+        for (_, default), field in zip(parameters, expected, strict=True):
+            if field.default is not dataclasses.MISSING:
+                assert default == field.default, (cls, field.name)
+            elif field.default_factory is not dataclasses.MISSING:
+                # None stands for "a fresh one each time".
+                assert default is None, (cls, field.name)
+            else:
+                assert default is _NONE, (cls, field.name)

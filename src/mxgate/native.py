@@ -10,6 +10,16 @@ An extension takes precedence over its ``.py`` at import, so a copy built from
 older source would silently run old code: ``stale()`` compares a digest of the
 sources with the one recorded at build time, and the test suite refuses to run
 on a stale build.
+
+What stays interpreted inside a compiled module, and is avoided on the paths
+run per message: the ``__init__`` that ``@dataclass`` generates (made by
+``exec`` at import; about 1.3 µs per frozen object of three fields here,
+0.06 µs written out and compiled), so the classes built per message say
+``@dataclass(init=False)`` and write theirs out (tests/test_native.py holds
+each to its fields, their order and defaults; None stands for a
+``default_factory``); ``dataclasses.replace``; and on enums, hashing a member
+(``Enum.__hash__``), ``Member(value)`` and the ``.value`` property, where
+``_value_`` is the plain attribute.
 """
 
 from __future__ import annotations

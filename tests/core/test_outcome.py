@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mxgate.core import outcome as o
-from mxgate.core.envelope import Recipient, RecipientState
+from mxgate.core.envelope import Notify, Recipient, RecipientState
 from mxgate.core.outcome import (
     Bounced,
     Deferred,
@@ -244,18 +244,25 @@ def test_describe(made: Outcome, record: str | None) -> None:
 def test_apply(
     made: Outcome, retry: RetryDecision | None, state: RecipientState, next_at: float | None
 ) -> None:
-    before = replace(RCPT, attempts=2, state=RecipientState.DEFERRED, next_attempt=T0 - 1)
+    before = Recipient(
+        "bob@example.net",
+        "Bob@Example.NET",
+        orcpt="rfc822;bob@example.org",
+        notify=frozenset({Notify.SUCCESS, Notify.DELAY}),
+        route={"kind": "smtp", "host": "mx.example.net"},
+        state=RecipientState.DEFERRED,
+        attempts=2,
+        next_attempt=T0 - 1,
+        last_reply="4.4.1 refused",
+    )
     after = apply(before, made, T0, retry)
     assert after.state is state
     assert after.attempts == 3
     assert after.next_attempt == next_at
     assert after.last_reply == describe(made)
-    assert (after.address, after.original, after.orcpt, after.notify, after.route) == (
-        before.address,
-        before.original,
-        before.orcpt,
-        before.notify,
-        before.route,
+    # Everything else is kept, whatever fields Recipient has.
+    assert after == replace(
+        before, state=state, attempts=3, next_attempt=next_at, last_reply=describe(made)
     )
 
 

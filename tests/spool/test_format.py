@@ -259,6 +259,17 @@ def test_with_recipient_replaces_by_address_and_keeps_order() -> None:
         env.with_recipient(Recipient("nobody@example.com", "x"))
 
 
+@given(envelopes, st.booleans())
+@settings(max_examples=100, deadline=None)
+def test_with_recipients_keeps_every_other_field(env: Envelope, warned: bool) -> None:
+    """with_recipients builds its copy field by field (not dataclasses.replace):
+    a field it forgot would be lost at the first delivery."""
+    env = replace(env, delay_warned=warned)
+    first = replace(env.recipients[0], state=RecipientState.DELIVERED, attempts=7)
+    updated = env.with_recipients((first,))
+    assert updated == replace(env, recipients=(first, *env.recipients[1:]))
+
+
 def test_done_and_next_attempt() -> None:
     env = make_envelope("ABCDEF123456", recipients=3)
     assert not env.is_done and env.next_attempt is None

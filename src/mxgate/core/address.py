@@ -80,7 +80,7 @@ class AddressError:
 IPAddress = IPv4Address | IPv6Address
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Address:
     """A parsed envelope address.
 
@@ -109,10 +109,26 @@ class Address:
     non_ascii: bool = False
     key: str = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        local = self.local.lower()
-        # Frozen: the generated __init__ sets its fields the same way.
-        object.__setattr__(self, "key", f"{local}@{self.domain}" if self.domain else local)
+    def __init__(
+        self,
+        local: str,
+        domain: str,
+        quoted: bool = False,
+        routing_chars: bool = False,
+        source_route: tuple[str, ...] = (),
+        literal: IPAddress | None = None,
+        non_ascii: bool = False,
+    ) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "local", local)
+        object.__setattr__(self, "domain", domain)
+        object.__setattr__(self, "quoted", quoted)
+        object.__setattr__(self, "routing_chars", routing_chars)
+        object.__setattr__(self, "source_route", source_route)
+        object.__setattr__(self, "literal", literal)
+        object.__setattr__(self, "non_ascii", non_ascii)
+        lowered = local.lower()
+        object.__setattr__(self, "key", f"{lowered}@{domain}" if domain else lowered)
 
     @property
     def is_null(self) -> bool:

@@ -19,7 +19,7 @@ from mxgate.core.reply import Reply
 from mxgate.core.transport import Route
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Delivery:
     """A final recipient with a route. ``reason`` names the rows that led
     there (expansion rule; transport row or setting). ``srs``: outside our
@@ -31,6 +31,16 @@ class Delivery:
     route: Route
     reason: str
     srs: bool = False
+
+    def __init__(
+        self, recipient: str, original_recipient: str, route: Route, reason: str, srs: bool = False
+    ) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "recipient", recipient)
+        object.__setattr__(self, "original_recipient", original_recipient)
+        object.__setattr__(self, "route", route)
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "srs", srs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +64,7 @@ class Bounce:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class RecipientDecision:
     """The answer to one RCPT TO.
 
@@ -72,18 +82,48 @@ class RecipientDecision:
     expansion: tuple[Step, ...] = ()
     trace: tuple[str, ...] = ()
 
+    def __init__(
+        self,
+        reply: Reply,
+        recipient: str,
+        deliveries: tuple[Delivery, ...] = (),
+        deferred: tuple[Deferred, ...] = (),
+        bounces: tuple[Bounce, ...] = (),
+        expansion: tuple[Step, ...] = (),
+        trace: tuple[str, ...] = (),
+    ) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "reply", reply)
+        object.__setattr__(self, "recipient", recipient)
+        object.__setattr__(self, "deliveries", deliveries)
+        object.__setattr__(self, "deferred", deferred)
+        object.__setattr__(self, "bounces", bounces)
+        object.__setattr__(self, "expansion", expansion)
+        object.__setattr__(self, "trace", trace)
+
     @property
     def accepted(self) -> bool:
         return self.reply.code == 250
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class MessagePlan:
     """Every final recipient of one message, each once."""
 
     deliveries: tuple[Delivery, ...]
     deferred: tuple[Deferred, ...]
     bounces: tuple[Bounce, ...]
+
+    def __init__(
+        self,
+        deliveries: tuple[Delivery, ...],
+        deferred: tuple[Deferred, ...],
+        bounces: tuple[Bounce, ...],
+    ) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "deliveries", deliveries)
+        object.__setattr__(self, "deferred", deferred)
+        object.__setattr__(self, "bounces", bounces)
 
 
 def plan_message(decisions: Iterable[RecipientDecision]) -> MessagePlan:

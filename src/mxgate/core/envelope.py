@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 JsonValue = str | int | float | bool | None | list["JsonValue"] | dict[str, "JsonValue"]
 """What a route may hold: the spool stores it as JSON and gives it back unchanged."""
@@ -57,7 +57,7 @@ class Notify(enum.Enum):
     DELAY = "DELAY"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Recipient:
     """One final recipient of a message, after alias expansion.
 
@@ -85,8 +85,31 @@ class Recipient:
     next_attempt: float | None = None
     last_reply: str = ""
 
+    def __init__(
+        self,
+        address: str,
+        original: str,
+        orcpt: str | None = None,
+        notify: frozenset[Notify] = frozenset(),
+        route: Mapping[str, JsonValue] | None = None,
+        state: RecipientState = RecipientState.PENDING,
+        attempts: int = 0,
+        next_attempt: float | None = None,
+        last_reply: str = "",
+    ) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "address", address)
+        object.__setattr__(self, "original", original)
+        object.__setattr__(self, "orcpt", orcpt)
+        object.__setattr__(self, "notify", notify)
+        object.__setattr__(self, "route", {} if route is None else route)
+        object.__setattr__(self, "state", state)
+        object.__setattr__(self, "attempts", attempts)
+        object.__setattr__(self, "next_attempt", next_attempt)
+        object.__setattr__(self, "last_reply", last_reply)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class Envelope:
     """Everything known about a queued message except its content.
 
@@ -119,14 +142,42 @@ class Envelope:
     envid: str | None = None
     delay_warned: bool = False
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        queue_id: str,
+        sender: str,
+        arrival: float,
+        client_address: str,
+        client_helo: str,
+        client_hostname: str,
+        size: int,
+        recipients: tuple[Recipient, ...],
+        body_type: BodyType = BodyType.SEVENBIT,
+        smtputf8: bool = False,
+        ret: DsnRet | None = None,
+        envid: str | None = None,
+        delay_warned: bool = False,
+    ) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
         # Final recipients are de-duplicated per message (SPEC section 4), and
         # with_recipients relies on it.
-        addresses = [r.address for r in self.recipients]
-        if len(set(addresses)) != len(addresses):
-            raise ValueError(f"{self.queue_id}: a final recipient appears twice")
-        if self.size < 0:
-            raise ValueError(f"{self.queue_id}: negative size")
+        if len(recipients) > 1 and len({r.address for r in recipients}) != len(recipients):
+            raise ValueError(f"{queue_id}: a final recipient appears twice")
+        if size < 0:
+            raise ValueError(f"{queue_id}: negative size")
+        object.__setattr__(self, "queue_id", queue_id)
+        object.__setattr__(self, "sender", sender)
+        object.__setattr__(self, "arrival", arrival)
+        object.__setattr__(self, "client_address", client_address)
+        object.__setattr__(self, "client_helo", client_helo)
+        object.__setattr__(self, "client_hostname", client_hostname)
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "recipients", recipients)
+        object.__setattr__(self, "body_type", body_type)
+        object.__setattr__(self, "smtputf8", smtputf8)
+        object.__setattr__(self, "ret", ret)
+        object.__setattr__(self, "envid", envid)
+        object.__setattr__(self, "delay_warned", delay_warned)
 
     @property
     def is_done(self) -> bool:
@@ -160,7 +211,21 @@ class Envelope:
         unknown = by_address.keys() - {r.address for r in self.recipients}
         if unknown:
             raise KeyError(f"{self.queue_id}: not a recipient: {', '.join(sorted(unknown))}")
-        return replace(
-            self,
-            recipients=tuple(by_address.get(r.address, r) for r in self.recipients),
+        recipients = tuple(by_address.get(r.address, r) for r in self.recipients)
+        # Not dataclasses.replace, which runs interpreted: once per delivery
+        # (mxgate.native). tests/core/test_envelope.py checks every field is kept.
+        return Envelope(
+            self.queue_id,
+            self.sender,
+            self.arrival,
+            self.client_address,
+            self.client_helo,
+            self.client_hostname,
+            self.size,
+            recipients,
+            self.body_type,
+            self.smtputf8,
+            self.ret,
+            self.envid,
+            self.delay_warned,
         )

@@ -20,7 +20,6 @@ import enum
 import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import NamedTuple
 
 from mxgate.core.address import Address, parse_path, split_extension
 from mxgate.core.snapshot import RoutingData
@@ -38,17 +37,23 @@ class LookupKind(enum.Enum):
     UNKNOWN = "unknown"
 
 
-# Lookup, Final and Expansion are built for every recipient, some twice: as
-# NamedTuples they cost half of what a frozen dataclass costs to build.
-
-
-class Lookup(NamedTuple):
+@dataclass(frozen=True, slots=True, init=False)
+class Lookup:
     """What one address in our domains maps to, and the row that said so."""
 
     kind: LookupKind
     rule: str
     targets: tuple[str, ...] = ()
     extension: str = ""  # appended to each target's local part (step 3)
+
+    def __init__(
+        self, kind: LookupKind, rule: str, targets: tuple[str, ...] = (), extension: str = ""
+    ) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "rule", rule)
+        object.__setattr__(self, "targets", targets)
+        object.__setattr__(self, "extension", extension)
 
 
 class FailureKind(enum.Enum):
@@ -62,7 +67,8 @@ class FailureKind(enum.Enum):
         return UNKNOWN_STATUS if self is FailureKind.DEAD_END else LOOP_STATUS
 
 
-class Final(NamedTuple):
+@dataclass(frozen=True, slots=True, init=False)
+class Final:
     """A final recipient: ``recipient`` is its canonical text (lower-case in
     our domains; outside them the local part as the row wrote it)."""
 
@@ -70,6 +76,13 @@ class Final(NamedTuple):
     recipient: str
     rule: str
     ours: bool
+
+    def __init__(self, address: Address, recipient: str, rule: str, ours: bool) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "address", address)
+        object.__setattr__(self, "recipient", recipient)
+        object.__setattr__(self, "rule", rule)
+        object.__setattr__(self, "ours", ours)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +108,27 @@ class Step:
     note: str
 
 
-class Expansion(NamedTuple):
+@dataclass(frozen=True, slots=True, init=False)
+class Expansion:
     """The result; ``steps`` is empty unless the expansion was explained."""
 
     known: bool
     finals: tuple[Final, ...]
     failures: tuple[Failure, ...]
     steps: tuple[Step, ...]
+
+    def __init__(
+        self,
+        known: bool,
+        finals: tuple[Final, ...],
+        failures: tuple[Failure, ...],
+        steps: tuple[Step, ...],
+    ) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "known", known)
+        object.__setattr__(self, "finals", finals)
+        object.__setattr__(self, "failures", failures)
+        object.__setattr__(self, "steps", steps)
 
 
 _SEPARATORS = re.compile(r"[\s,]+")

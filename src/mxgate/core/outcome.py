@@ -27,7 +27,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from mxgate.core.envelope import Recipient, RecipientState
 from mxgate.core.reply import Reply
@@ -72,7 +72,7 @@ _LOCAL_TRANSIENT = 451  # RFC 5321 4.2.3: local error in processing
 _LOCAL_PERMANENT = 550
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Remote:
     """The next hop that gave a reply, and the command it answered.
 
@@ -86,13 +86,24 @@ class Remote:
     address: str
     command: str = ""
 
+    def __init__(self, host: str, address: str, command: str = "") -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "host", host)
+        object.__setattr__(self, "address", address)
+        object.__setattr__(self, "command", command)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class Delivered:
     """2xx: the next hop took responsibility; final."""
 
     reply: Reply
     remote: Remote | None = None
+
+    def __init__(self, reply: Reply, remote: Remote | None = None) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "reply", reply)
+        object.__setattr__(self, "remote", remote)
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,7 +323,19 @@ def apply(
         state, next_at = RecipientState.BOUNCED, None
     else:
         raise ValueError(f"{recipient.address}: a deferral needs a retry decision")
-    return replace(recipient, state=state, attempts=attempts, next_attempt=next_at, last_reply=text)
+    # Not dataclasses.replace, which runs interpreted: once per delivery
+    # (mxgate.native). tests/core/test_outcome.py checks every field is kept.
+    return Recipient(
+        recipient.address,
+        recipient.original,
+        recipient.orcpt,
+        recipient.notify,
+        recipient.route,
+        state,
+        attempts,
+        next_at,
+        text,
+    )
 
 
 def account_for(

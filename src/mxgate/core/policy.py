@@ -315,7 +315,8 @@ def _conclude(
     bounces = [Bounce(f.recipient, shown, f.enhanced, f.reason) for f in failures]
     error_bounces: list[Bounce] = []
     for final in expansion.finals:
-        route, source, problem = resolve_route(data, policy, final.address)
+        resolved = resolve_route(data, policy, final.address)
+        route, source, problem = resolved.route, resolved.source, resolved.problem
         if route is None:
             if trace is not None:
                 why = "; ".join(part for part in (source, problem) if part)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Reply:
     """One SMTP reply: ``code`` (RFC 5321 4.2), ``enhanced`` (RFC 3463, may be
     '' for replies that carry none) and a free ``text``."""
@@ -22,6 +22,12 @@ class Reply:
     code: int
     enhanced: str
     text: str
+
+    def __init__(self, code: int, enhanced: str, text: str) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "code", code)
+        object.__setattr__(self, "enhanced", enhanced)
+        object.__setattr__(self, "text", text)
 
     # Written out rather than generated: compiled, these run as C, and every
     # reply sent is a cache lookup (smtp.replies.render).

@@ -18,7 +18,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
-from typing import NamedTuple
 
 from mxgate.core.address import Address, parse_path
 from mxgate.core.snapshot import RoutingData
@@ -91,9 +90,9 @@ def _as_ip(client: IPAddress | str | None) -> IPAddress | None:
         return None
 
 
-class Resolution(NamedTuple):
-    """The route of one final recipient, or why there is none (a NamedTuple:
-    one is built per routed recipient, and it is cheaper).
+@dataclass(frozen=True, slots=True, init=False)
+class Resolution:
+    """The route of one final recipient, or why there is none.
 
     source:  the row or setting that decided, in words
     problem: why there is no route ('' when ``route`` is set)
@@ -102,6 +101,12 @@ class Resolution(NamedTuple):
     route: Route | None
     source: str
     problem: str = ""
+
+    def __init__(self, route: Route | None, source: str, problem: str = "") -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "route", route)
+        object.__setattr__(self, "source", source)
+        object.__setattr__(self, "problem", problem)
 
 
 def resolve_route(data: RoutingData, policy: RoutingPolicy, recipient: Address | str) -> Resolution:

@@ -135,10 +135,16 @@ class SrsKeyRing:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class SrsContext:
     """Everything an SRS decision needs at one moment."""
 
     settings: SrsSettings
     ring: SrsKeyRing
     now: float
+
+    def __init__(self, settings: SrsSettings, ring: SrsKeyRing, now: float) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "settings", settings)
+        object.__setattr__(self, "ring", ring)
+        object.__setattr__(self, "now", now)

@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import NamedTuple
 
 from mxgate.core.address import Address, split_extension
 
@@ -83,6 +82,13 @@ class Route:
     text: str = ""
     enhanced: str = ""
     filled: bool = False
+
+    # Written out: the generated one runs interpreted and hashes ``kind``
+    # through Enum.__hash__, twice per delivery (the queue manager groups
+    # recipients by route; mxgate.native). Equal routes hash alike whatever
+    # fields are left out here; leaving one out only makes the hash weaker.
+    def __hash__(self) -> int:
+        return hash((self.kind._value_, self.transport, self.host, self.port, self.unix_path))
 
     @property
     def delivers(self) -> bool:
@@ -324,13 +330,19 @@ def _parent_keys(parent: str) -> tuple[str, ...]:
     return tuple(keys)
 
 
-class TransportRow(NamedTuple):
-    """The transport row that applies: its key, node and raw value (a
-    NamedTuple: one is built per routed recipient, and it is cheaper)."""
+@dataclass(frozen=True, slots=True, init=False)
+class TransportRow:
+    """The transport row that applies: its key, node and raw value."""
 
     key: str
     node: str
     value: str
+
+    def __init__(self, key: str, node: str, value: str) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "node", node)
+        object.__setattr__(self, "value", value)
 
 
 def find_transport_row(

@@ -38,7 +38,7 @@ class PoolConfig:
     reuse_time_limit: float = 300.0
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Lease:
     """One slot for one destination. ``session`` is an idle session handed
     out (or None); set it to the session to give back (None: nothing to keep)."""
@@ -46,6 +46,12 @@ class Lease:
     key: Key
     session: Session | None
     reused: bool
+
+    def __init__(self, key: Key, session: Session | None, reused: bool) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        self.key = key
+        self.session = session
+        self.reused = reused
 
 
 @dataclass(slots=True)

@@ -45,7 +45,7 @@ class Relay:
         return self.unix_path or self.ip
 
     def remote(self, command: Command) -> Remote:
-        return Remote(self.hostname, self.address, command.value)
+        return Remote(self.hostname, self.address, command._value_)  # not .value: see native
 
     def __str__(self) -> str:
         if self.unix_path:
@@ -53,7 +53,7 @@ class Relay:
         return f"{self.hostname}[{self.ip}]:{self.port}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Timing:
     """Seconds, as Postfix's delays=a/b/c/d splits them: ``setup`` (c: DNS,
     connect, greeting, EHLO, TLS, waiting for a slot) and ``transmission``
@@ -62,11 +62,16 @@ class Timing:
     setup: float = 0.0
     transmission: float = 0.0
 
+    def __init__(self, setup: float = 0.0, transmission: float = 0.0) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "setup", setup)
+        object.__setattr__(self, "transmission", transmission)
+
 
 NO_TIMING = Timing()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class DeliveryResult:
     """One recipient after one attempt.
 
@@ -84,6 +89,21 @@ class DeliveryResult:
     timing: Timing = NO_TIMING
     tls: bool = False
     dsn: bool = False
+
+    def __init__(
+        self,
+        outcome: Outcome,
+        relay: Relay | None = None,
+        timing: Timing = NO_TIMING,
+        tls: bool = False,
+        dsn: bool = False,
+    ) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "outcome", outcome)
+        object.__setattr__(self, "relay", relay)
+        object.__setattr__(self, "timing", timing)
+        object.__setattr__(self, "tls", tls)
+        object.__setattr__(self, "dsn", dsn)
 
     @property
     def status(self) -> Status:

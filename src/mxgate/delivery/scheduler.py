@@ -423,7 +423,7 @@ class QueueManager:
         # An attempt that failed for now past the queue lifetime (GiveUp) is
         # logged as what it was, deferred; the message's "status=expired"
         # line (Postfix's qmgr) follows once the pass is over.
-        status = "deferred" if retry is not None else _LOGGED_STATUS[after.state]
+        status = "deferred" if retry is not None else _LOGGED_STATUS[after.state._value_]
         if isinstance(retry, GiveUp):
             self._expired[envelope.queue_id] = True
         self._log_attempt(envelope, after, result, claimed, now, _agent(hop), status)
@@ -546,10 +546,12 @@ def _agent(hop: str) -> str:
     return "retry" if name == "none" else name
 
 
+# Keyed by the state's value: hashing an enum member runs Enum.__hash__,
+# interpreted, once per delivery (mxgate.native).
 _LOGGED_STATUS = {
-    RecipientState.DELIVERED: "sent",
-    RecipientState.DEFERRED: "deferred",
-    RecipientState.BOUNCED: "bounced",
+    RecipientState.DELIVERED._value_: "sent",
+    RecipientState.DEFERRED._value_: "deferred",
+    RecipientState.BOUNCED._value_: "bounced",
 }
 
 

@@ -21,7 +21,7 @@ def route_record(route: Route, srs: bool = False) -> dict[str, JsonValue]:
     and ``"srs": true`` for a copy forwarded to the outside (its sender is
     rewritten when it leaves)."""
     record: dict[str, JsonValue] = {
-        "kind": route.kind.value,
+        "kind": route.kind._value_,  # not .value: a property written in Python
         "transport": route.transport,
         "nexthop": route.nexthop,
         "host": route.host,

@@ -49,7 +49,7 @@ class SessionSettings:
     error_sleep_time: float = 1.0
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Transaction:
     """What one MAIL ... DATA transaction collected so far."""
 
@@ -59,6 +59,23 @@ class Transaction:
     writer: SpoolWriter | None = None
     failure: Reply | None = None
     headers: HeaderScanner = field(default_factory=HeaderScanner)
+
+    def __init__(
+        self,
+        mail: MailFrom,
+        accepted: list[tuple[RcptTo, RecipientDecision]] | None = None,
+        queue_id: str | None = None,
+        writer: SpoolWriter | None = None,
+        failure: Reply | None = None,
+        headers: HeaderScanner | None = None,
+    ) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        self.mail = mail
+        self.accepted = [] if accepted is None else accepted
+        self.queue_id = queue_id
+        self.writer = writer
+        self.failure = failure
+        self.headers = HeaderScanner() if headers is None else headers
 
 
 def build_envelope(tx: Transaction, client_ip: str, helo: str, size: int, now: float) -> Envelope:

@@ -66,12 +66,13 @@ __all__ = [
 ]
 
 
-# RFC 2920 3.1: these may only end a pipelined group.
-_GROUP_ENDERS = frozenset({Command.EHLO, Command.LHLO, Command.HELO, Command.DATA, Command.QUIT})
-_GROUP_ENDERS |= {Command.NOOP, Command.STARTTLS, Command.GREETING, Command.DOT}
+# RFC 2920 3.1: these may only end a pipelined group. Tuples, not sets: a set
+# lookup hashes the member through Enum.__hash__, interpreted (mxgate.native).
+_GROUP_ENDERS: tuple[Command, ...] = (Command.EHLO, Command.LHLO, Command.HELO, Command.DATA)
+_GROUP_ENDERS += (Command.QUIT, Command.NOOP, Command.STARTTLS, Command.GREETING, Command.DOT)
 
 
-_HELLO = frozenset({Command.GREETING, Command.EHLO, Command.LHLO, Command.HELO})
+_HELLO = (Command.GREETING, Command.EHLO, Command.LHLO, Command.HELO)
 
 
 class ClientConnection:
@@ -150,7 +151,7 @@ class ClientConnection:
         self._expect(ClientState.CONNECTED)
         self._hello_name = name
         command = Command.LHLO if self.lmtp else Command.EHLO
-        self._send(command, simple_line(command.value, name))
+        self._send(command, simple_line(command._value_, name))
         self.state = ClientState.HELLO
 
     def starttls(self) -> None:

@@ -58,7 +58,7 @@ class SendBody:
     """354 to DATA: stream the body with ``send_body`` and ``end_body``."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class RecipientReply:
     """The reply that decides one recipient and the command it answered:
     RCPT TO (refused there), MAIL FROM (sender refused: all recipients),
@@ -68,8 +68,14 @@ class RecipientReply:
     reply: Reply
     command: Command
 
+    def __init__(self, address: str, reply: Reply, command: Command) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "address", address)
+        object.__setattr__(self, "reply", reply)
+        object.__setattr__(self, "command", command)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class TransactionDone:
     """The transaction is over. ``results`` holds every recipient that has a
     reply, in the order given to ``begin``; ``lost`` is None when all have,
@@ -78,6 +84,11 @@ class TransactionDone:
 
     results: tuple[RecipientReply, ...]
     lost: Command | None = None
+
+    def __init__(self, results: tuple[RecipientReply, ...], lost: Command | None = None) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "results", results)
+        object.__setattr__(self, "lost", lost)
 
 
 @dataclass(frozen=True, slots=True)

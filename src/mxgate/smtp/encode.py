@@ -40,7 +40,7 @@ def encode_utf8_addr_xtext(address: str) -> str:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class MailRequest:
     """What MAIL FROM should carry. Each parameter is sent only when the
     server advertised it: SIZE (RFC 1870), BODY (RFC 6152), SMTPUTF8
@@ -53,8 +53,25 @@ class MailRequest:
     ret: Literal["FULL", "HDRS"] | None = None
     envid: str | None = None
 
+    def __init__(
+        self,
+        sender: str,
+        size: int | None = None,
+        body: Literal["7BIT", "8BITMIME"] | None = None,
+        smtputf8: bool = False,
+        ret: Literal["FULL", "HDRS"] | None = None,
+        envid: str | None = None,
+    ) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "sender", sender)
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "body", body)
+        object.__setattr__(self, "smtputf8", smtputf8)
+        object.__setattr__(self, "ret", ret)
+        object.__setattr__(self, "envid", envid)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class RcptRequest:
     """What RCPT TO should carry: NOTIFY keywords (empty: none given) and
     ORCPT as ``type;address`` with the address decoded (RFC 3461 4.1, 4.2);
@@ -63,6 +80,14 @@ class RcptRequest:
     address: str
     notify: tuple[str, ...] = ()
     orcpt: str | None = None
+
+    def __init__(
+        self, address: str, notify: tuple[str, ...] = (), orcpt: str | None = None
+    ) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "address", address)
+        object.__setattr__(self, "notify", notify)
+        object.__setattr__(self, "orcpt", orcpt)
 
 
 def _path(address: str) -> str:

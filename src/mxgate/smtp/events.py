@@ -48,15 +48,20 @@ NEED_DATA = _NeedData.NEED_DATA
 flush ``data_to_send()``, read from the peer and call ``receive_data()``."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Helo:
     """HELO (``extended=False``) or EHLO (``extended=True``); already answered."""
 
     name: str
     extended: bool
 
+    def __init__(self, name: str, extended: bool) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "extended", extended)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class MailFrom:
     """MAIL FROM, syntactically valid; **the caller must answer** (e.g. 250 2.1.0).
 
@@ -76,8 +81,27 @@ class MailFrom:
     ret: Literal["FULL", "HDRS"] | None = None
     envid: str | None = None
 
+    def __init__(
+        self,
+        address: str,
+        params: dict[str, str | None] | None = None,
+        size: int | None = None,
+        body: BodyType | None = None,
+        smtputf8: bool = False,
+        ret: Literal["FULL", "HDRS"] | None = None,
+        envid: str | None = None,
+    ) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "address", address)
+        object.__setattr__(self, "params", {} if params is None else params)
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "body", body)
+        object.__setattr__(self, "smtputf8", smtputf8)
+        object.__setattr__(self, "ret", ret)
+        object.__setattr__(self, "envid", envid)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class RcptTo:
     """RCPT TO, syntactically valid; **the caller must answer** (e.g. 250 2.1.5).
 
@@ -92,13 +116,26 @@ class RcptTo:
     notify: tuple[str, ...] | None = None
     orcpt: str | None = None
 
+    def __init__(
+        self,
+        address: str,
+        params: dict[str, str | None] | None = None,
+        notify: tuple[str, ...] | None = None,
+        orcpt: str | None = None,
+    ) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "address", address)
+        object.__setattr__(self, "params", {} if params is None else params)
+        object.__setattr__(self, "notify", notify)
+        object.__setattr__(self, "orcpt", orcpt)
+
 
 @dataclass(frozen=True, slots=True)
 class DataStart:
     """DATA was accepted and 354 queued; body chunks follow."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class DataChunk:
     """A piece of the message body: dot-unstuffed, in arrival order.
 
@@ -108,14 +145,22 @@ class DataChunk:
 
     data: bytes
 
+    def __init__(self, data: bytes) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "data", data)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class DataEnd:
     """The real ``<CRLF>.<CRLF>`` arrived; **the caller must answer** (250 once
     the message is on stable storage, or 4xx/5xx). ``size`` is the body size in
     octets as RFC 1870 counts it (after dot-unstuffing)."""
 
     size: int
+
+    def __init__(self, size: int) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "size", size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +214,7 @@ class ProtocolViolation:
     reply: Reply
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class ConnectionClosed:
     """The conversation is over: write ``data_to_send()`` and close the socket.
 
@@ -179,6 +224,11 @@ class ConnectionClosed:
 
     reason: CloseReason
     after: str
+
+    def __init__(self, reason: CloseReason, after: str) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "reason", reason)
+        object.__setattr__(self, "after", after)
 
 
 Event = (

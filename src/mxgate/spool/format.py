@@ -54,13 +54,19 @@ VERSION = 1
 _END_RE = re.compile(rb"^END ([0-9a-f]{64})$")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Record:
     """An envelope plus what the spool knows about the body file."""
 
     envelope: Envelope
     body_size: int
     body_sha256: str
+
+    def __init__(self, envelope: Envelope, body_size: int, body_sha256: str) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "envelope", envelope)
+        object.__setattr__(self, "body_size", body_size)
+        object.__setattr__(self, "body_sha256", body_sha256)
 
 
 def encode(record: Record) -> bytes:
@@ -195,6 +201,12 @@ def _encode_recipient(rcpt: Recipient) -> dict[str, Any]:
     }
 
 
+# By value, as BodyType(value) would, without EnumType.__call__ (interpreted, per
+# message read; mxgate.native). An unknown value is a KeyError: a corrupt record.
+_BODY_TYPES = {member._value_: member for member in BodyType}
+_STATES = {member._value_: member for member in RecipientState}
+
+
 def decode(data: bytes) -> Record:
     """The record in ``data``; SpoolCorruptError unless it is whole and valid."""
     if not data.endswith(b"\n"):
@@ -233,7 +245,7 @@ def _decode_document(document: object) -> Record:
         client_helo=_str(doc, "client_helo"),
         client_hostname=_str(doc, "client_hostname"),
         size=_int(doc, "size"),
-        body_type=BodyType(_str(doc, "body_type")),
+        body_type=_BODY_TYPES[_str(doc, "body_type")],
         smtputf8=_bool(doc, "smtputf8"),
         ret=DsnRet(ret) if ret is not None else None,
         envid=_opt_str(doc, "envid"),
@@ -254,7 +266,7 @@ def _decode_recipient(item: object) -> Recipient:
         orcpt=_opt_str(rcpt, "orcpt"),
         notify=frozenset(Notify(_as_str(n)) for n in _list(rcpt["notify"])),
         route=route,
-        state=RecipientState(_str(rcpt, "state")),
+        state=_STATES[_str(rcpt, "state")],
         attempts=_int(rcpt, "attempts"),
         next_attempt=None if next_attempt is None else _float(rcpt, "next_attempt"),
         last_reply=_str(rcpt, "last_reply"),

@@ -76,7 +76,7 @@ def frame(queue_id: str, record: bytes, body: bytes) -> bytes:
     return b"".join((HEAD.pack(MAGIC, len(qid), len(record), len(body), crc), qid, record, body))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Frame:
     """Where one message lies in a segment."""
 
@@ -85,6 +85,16 @@ class Frame:
     record_offset: int
     record_length: int
     body_length: int
+
+    def __init__(
+        self, queue_id: str, offset: int, record_offset: int, record_length: int, body_length: int
+    ) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "queue_id", queue_id)
+        object.__setattr__(self, "offset", offset)
+        object.__setattr__(self, "record_offset", record_offset)
+        object.__setattr__(self, "record_length", record_length)
+        object.__setattr__(self, "body_length", body_length)
 
     @property
     def body_offset(self) -> int:

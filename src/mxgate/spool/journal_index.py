@@ -67,11 +67,17 @@ class _Segment:
     done_fd: int = -1
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class JournalMessage:
     frame: Frame
     segment: str
     record: Record | None = None  # decoded when claimed
+
+    def __init__(self, frame: Frame, segment: str, record: Record | None = None) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        self.frame = frame
+        self.segment = segment
+        self.record = record
 
 
 class JournalIndex:

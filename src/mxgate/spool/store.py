@@ -65,13 +65,19 @@ from mxgate.spool.recovery import RecoveryReport
 from mxgate.spool.writer import SpoolWriter
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class QueuedMessage:
     """A message in the spool: its envelope, which queue holds it, its body size."""
 
     envelope: Envelope
     queue: Queue
     body_size: int
+
+    def __init__(self, envelope: Envelope, queue: Queue, body_size: int) -> None:
+        # Written out, as on every class built per message: see mxgate.native.
+        object.__setattr__(self, "envelope", envelope)
+        object.__setattr__(self, "queue", queue)
+        object.__setattr__(self, "body_size", body_size)
 
     @property
     def queue_id(self) -> str:
