@@ -76,6 +76,7 @@ RECEIVE_PATH: tuple[str, ...] = (
     "mxgate.worker",  # its closures run per session and per commit (the session
     # factory, the quiet check, the master channel's ticks): 4% of a worker's CPU
     "mxgate.core.srs",
+    "mxgate.core.srs_keys",  # an SrsContext per message, here and in the master
     "mxgate.core.srs_policy",
 )
 
