@@ -748,6 +748,26 @@ class Peak:
         self.processes = max(self.processes, n)
 
 
+class StolenTime:
+    """The share of the machine's CPU time that the hypervisor gave to other
+    guests (``steal`` in /proc/stat) from construction to ``percent()``: a busy
+    neighbour shows here, and in every latency measured meanwhile."""
+
+    def __init__(self) -> None:
+        self.start = _steal_and_total()
+
+    def percent(self) -> float:
+        steal0, total0 = self.start
+        steal1, total1 = _steal_and_total()
+        return 100.0 * (steal1 - steal0) / max(1, total1 - total0)
+
+
+def _steal_and_total() -> tuple[int, int]:
+    # user nice system idle iowait irq softirq steal (guest time is within user)
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return values[7], sum(values)
+
+
 @dataclass
 class Sampler:
     """Samples the memory of process trees every ``interval`` seconds (PSS every

@@ -290,7 +290,13 @@ def markdown(results: dict[str, Any], chart: Path, results_file: Path) -> str:
         measured = (
             f"{ms(lat_p99)} ms at {lat_mx['rate']:g} messages/s offered over"
             f" {lat_mx['concurrency']} sessions (Postfix:"
-            f" {ms(lat.get('postfix', {}).get('rcpt_p99_ms'))} ms)"
+            f" {ms(lat.get('postfix', {}).get('rcpt_p99_ms'))} ms"
+            + (
+                f"; the floor, in the same minutes: {ms(lat['floor'].get('rcpt_p99_ms'))} ms"
+                if "floor" in lat
+                else ""
+            )
+            + ")"
             + (f"; saturated throughput runs: {saturated}" if p99 else "")
         )
         judged = f"{verdict(lat_p99 < RCPT_P99_TARGET_MS)} at that load" + (
@@ -396,13 +402,37 @@ def markdown(results: dict[str, Any], chart: Path, results_file: Path) -> str:
             " sending the message to reading the 250, which both send only after an fsync."
         )
         add("")
-        add("| reply | Postfix p50 / p99 / p99.9 | mxgate p50 / p99 / p99.9 |")
-        add("|---|--:|--:|")
+        systems = [("Postfix", pf_l), ("mxgate", lat_mx)]
+        if "floor" in lat:
+            systems.append(("floor", lat["floor"]))
+            add(
+                "The floor is `bench/floor.py` (fixed replies and an fdatasync per message, no"
+                " routing, logging or queue manager) under the same load, its rounds taken in"
+                " turn with the gateways': what the machine allowed in those minutes. *stolen*:"
+                " the machine's CPU time the hypervisor gave to other guests during the rounds"
+                " (steal in /proc/stat, median over the rounds)."
+            )
+            add("")
+        add("| reply | " + " | ".join(f"{n} p50 / p99 / p99.9" for n, _ in systems) + " |")
+        add("|---|" + "--:|" * len(systems))
         for key, name in (("rcpt", "RCPT (accepted recipient)"), ("data", "end of DATA")):
             add(
-                f"| {name} | {ms(pf_l.get(f'{key}_p50_ms'))} / {ms(pf_l.get(f'{key}_p99_ms'))} / "
-                f"{ms(pf_l.get(f'{key}_p999_ms'))} | {ms(lat_mx.get(f'{key}_p50_ms'))} / "
-                f"{ms(lat_mx.get(f'{key}_p99_ms'))} / {ms(lat_mx.get(f'{key}_p999_ms'))} |"
+                f"| {name} | "
+                + " | ".join(
+                    f"{ms(v.get(f'{key}_p50_ms'))} / {ms(v.get(f'{key}_p99_ms'))} / "
+                    f"{ms(v.get(f'{key}_p999_ms'))}"
+                    for _, v in systems
+                )
+                + " |"
+            )
+        if "floor" in lat:
+            add(
+                "| stolen | "
+                + " | ".join(
+                    f"{v['steal_pct']:.1f}%" if v.get("steal_pct") is not None else "–"
+                    for _, v in systems
+                )
+                + " |"
             )
         add("")
 
@@ -687,6 +717,10 @@ def markdown(results: dict[str, Any], chart: Path, results_file: Path) -> str:
     add("")
     add("```sh")
     add("bench/run.sh            # full run (under 30 minutes); --quick: under 5 minutes")
+    add(
+        "bench/run.sh --only latency --reps 5  # one workload after the warm-up (repeatable;"
+        " figures in the log and /tmp/mxgate-bench/only.json, BENCHMARKS.md left alone)"
+    )
     add("python bench/report.py  # redraw BENCHMARKS.md and the chart from bench/results.json")
     add("python bench/placement.py --mxgate 127.0.0.1:2525  # c=1 by placement, with reply times")
     add("```")
