@@ -319,6 +319,33 @@ def test_queue_ids_keep_their_spelling() -> None:
     assert ids[41] == "1J79132844G3ZZZZ0019"
 
 
+ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford's base32
+
+
+def _one_number_spelling(micros: int, pid: int, count: int) -> str:
+    """The id's definition: one 100-bit number in Crockford base32, 20 chars."""
+    value = (micros % 32**11) << 45 | (pid % 32**5) << 20 | (count % 32**4)
+    return "".join(ALPHABET[(value >> shift) & 31] for shift in range(95, -1, -5))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    seconds=st.floats(min_value=0, max_value=2**55 / 1e6, allow_nan=False),
+    pids=st.lists(st.integers(min_value=0, max_value=2**26), min_size=1, max_size=3),
+)
+def test_queue_ids_spell_time_pid_and_counter_as_one_number(
+    seconds: float, pids: list[int]
+) -> None:
+    # The parts are spelled one by one (machine words); the spelling is still
+    # that of the one number, whatever the pid does between calls (a fork).
+    current = [pids[0]]
+    source = QueueIdSource(clock=lambda: seconds, pid=lambda: current[0])
+    micros = int(seconds * 1_000_000)
+    for count in range(1030):  # past 1024: the counter's upper pair moves
+        current[0] = pids[count % len(pids)]
+        assert source.new() == _one_number_spelling(micros, current[0], count)
+
+
 def test_queue_ids_differ_between_processes_at_the_same_instant() -> None:
     a = QueueIdSource(clock=lambda: 1.0, pid=lambda: 100)
     b = QueueIdSource(clock=lambda: 1.0, pid=lambda: 101)
