@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -48,6 +49,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -536,32 +538,42 @@ class Bench:
         reps = min(2, int(self.plan["reps"]))
         duration = float(self.plan["duration"])
         log(f"placement: {reps} rounds, floor and mxgate, c=1, 1 rcpt, {duration:g} s each")
+        recipient = "user@d0.bench.example"
+        found: dict[str, dict[str, list[float]]] = {}
+        with self.floor() as (floor_port, floor):
+            servers = {
+                "floor": (floor_port, [floor.pid]),
+                "mxgate": (self.ports.mxgate, placement.mxgate_workers(self.ports.mxgate)),
+            }
+            try:
+                for rep in range(reps):
+                    for system, (port, pids) in servers.items():
+                        for where in placement.placements():
+                            rate = placement.placed_rate(port, pids, where, duration, recipient)
+                            found.setdefault(system, {}).setdefault(where, []).append(rate)
+                            log(f"  {system:7s} {where:8s} rep {rep}: {rate:7.1f}/s")
+                    self.wait_idle("mxgate")
+            except (RuntimeError, OSError) as exc:
+                # A measuring aid: the rest of the run goes on without it.
+                log(f"placement: stopped: {exc}")
+                found = {}
+        self.results["placement"] = found
+
+    @contextlib.contextmanager
+    def floor(self) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+        """floor.py on a free loopback port for the block (its port also in
+        ``self.floor_port``, for ``target("floor")``), stopped after it."""
         with socket.socket() as probe:
             probe.bind((lab.LOOPBACK, 0))
-            floor_port = probe.getsockname()[1]
-        floor = placement.start_floor(floor_port, self.root)
-        recipient = "user@d0.bench.example"
-        servers = {
-            "floor": (floor_port, [floor.pid]),
-            "mxgate": (self.ports.mxgate, placement.mxgate_workers(self.ports.mxgate)),
-        }
-        found: dict[str, dict[str, list[float]]] = {}
+            port = probe.getsockname()[1]
+        proc = placement.start_floor(port, self.root)
+        self.floor_port = port
         try:
-            for rep in range(reps):
-                for system, (port, pids) in servers.items():
-                    for where in placement.placements():
-                        rate = placement.placed_rate(port, pids, where, duration, recipient)
-                        found.setdefault(system, {}).setdefault(where, []).append(rate)
-                        log(f"  {system:7s} {where:8s} rep {rep}: {rate:7.1f}/s")
-                self.wait_idle("mxgate")
-        except (RuntimeError, OSError) as exc:
-            # A measuring aid: the rest of the run goes on without it.
-            log(f"placement: stopped: {exc}")
-            found = {}
+            yield port, proc
         finally:
-            floor.send_signal(signal.SIGTERM)
-            floor.wait(timeout=30)
-        self.results["placement"] = found
+            self.floor_port = None
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
 
     # -- latency at a fixed offered load ------------------------------------------------
     def latency(self) -> None:
@@ -575,20 +587,12 @@ class Bench:
             f"latency: {reps} rounds, {duration:g} s each, {LATENCY_RATE:g} messages/s offered "
             f"over {LATENCY_CONCURRENCY} sessions, 1 rcpt; Postfix, mxgate and the floor"
         )
-        with socket.socket() as probe:
-            probe.bind((lab.LOOPBACK, 0))
-            self.floor_port = probe.getsockname()[1]
-        floor = placement.start_floor(self.floor_port, self.root)
         systems = ("postfix", "mxgate", "floor")
-        try:
+        with self.floor():
             for rep in range(reps):
                 for system in systems[rep % 3 :] + systems[: rep % 3]:
                     self.wait_idle(system)
                     self.latency_round(system, rep, duration)
-        finally:
-            floor.send_signal(signal.SIGTERM)
-            floor.wait(timeout=30)
-            self.floor_port = None
 
     def latency_round(self, system: str, rep: int, duration: float) -> None:
         stolen = lab.StolenTime()
