@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mxgate.smtp import MailFrom, RcptTo, RemoteProtocolError
 from mxgate.smtp.parse import Verb, decode_xtext, parse_command, parse_mail, parse_rcpt
@@ -210,3 +214,33 @@ def test_verbs_are_case_insensitive() -> None:
     assert parse_command(b"post / HTTP/1.0\r\n").verb is Verb.FORBIDDEN
     unknown = parse_command(b"X" * 100 + b"\r\n")
     assert (unknown.verb, len(unknown.name)) == (Verb.UNKNOWN, 32)
+
+
+# The path's grammar as RFC 5321 4.1.2 writes it (plain characters, or quoted
+# strings with quoted-pairs), with ordinary backtracking quantifiers: the
+# language the parser's faster, possessive pattern must accept, no more, no less.
+_PATH_DEFINITION = re.compile(
+    r'<((?:[^\x00-\x20"<>\x7f]|"(?:[^"\\\x00-\x1f\x7f]|\\[\x20-\x7e])*")*)>'
+)
+# What paths are made of: plain, quoting, escaping, blank, control and
+# bracket characters, and non-ASCII.
+_PATH_PIECES = st.sampled_from(
+    ["a", ".", "@", '"', "\\", " ", "\t", "\x01", "\x7f", "<", ">", "é", '\\"', "x\\"]
+)
+
+
+@given(st.lists(_PATH_PIECES, max_size=24).map("".join), st.sampled_from(["", " SIZE=1", "x"]))
+def test_paths_take_exactly_the_rfc_5321_path_grammar(inner: str, tail: str) -> None:
+    line = f"MAIL FROM:<{inner}>{tail}"
+    defined = _PATH_DEFINITION.match(line, len("MAIL FROM:"))
+    after = line[defined.end() :] if defined else ""
+    bad_path = "501 5.1.7 Bad sender address syntax"
+    if defined is None or (after and after[0] not in " \t"):
+        assert refusal(line) == bad_path
+    elif not after.strip(" \t") or after == " SIZE=1":
+        assert mail(line).address == defined.group(1)
+    else:  # a path, then parameters that may be nonsense ("> x", "b>")
+        try:
+            assert mail(line).address == defined.group(1)
+        except RemoteProtocolError as err:
+            assert err.reply.line() != bad_path

@@ -129,6 +129,9 @@ def valid_document() -> dict[str, object]:
         lambda d: d["recipients"][0].update(attempts=-1),
         lambda d: d["recipients"].append(d["recipients"][0]),
         lambda d: d.update(body=[]),
+        lambda d: d.update(ret="PART"),
+        lambda d: d["recipients"][0].update(notify=["SOMETIMES"]),
+        lambda d: d["recipients"][0].update(notify=[1]),
     ],
 )
 def test_well_sealed_but_invalid_records_are_corrupt(change) -> None:
@@ -136,6 +139,24 @@ def test_well_sealed_but_invalid_records_are_corrupt(change) -> None:
     change(document)
     with pytest.raises(SpoolCorruptError):
         decode(resealed(document))
+
+
+def sealed(head: bytes) -> bytes:
+    return head + b"END " + hashlib.sha256(head).hexdigest().encode() + b"\n"
+
+
+@pytest.mark.parametrize(
+    "head", [b"\n", b" \n", b"{\n", b'{"format": 1} {"format": 2}\n', b"[] x\n", b'"\x01"\n']
+)
+def test_well_sealed_text_that_is_not_one_json_value_is_corrupt(head: bytes) -> None:
+    with pytest.raises(SpoolCorruptError, match="invalid record"):
+        decode(sealed(head))
+
+
+def test_blanks_around_the_json_value_are_allowed_as_json_allows_them() -> None:
+    data = encode(record())
+    head = data[: data.rindex(b"END ")]
+    assert decode(sealed(b" \t\r\n" + head + b"\r\n \n")) == decode(data)
 
 
 def test_unstorable_values_are_refused_at_encode() -> None:
