@@ -91,6 +91,7 @@ DELIVERY_PATH: tuple[str, ...] = (
     "mxgate.delivery.nexthop",
     "mxgate.delivery.scheduler",
     "mxgate.delivery.session",
+    "mxgate.delivery.wakeup",
     "mxgate.smtp.client",
     "mxgate.smtp.client_events",
     "mxgate.smtp.reader",

@@ -49,6 +49,7 @@ from mxgate.delivery.courier import Courier, OpenBody
 from mxgate.delivery.notices import Notices
 from mxgate.delivery.remover import Remover
 from mxgate.delivery.result import DeliveryResult, Status
+from mxgate.delivery.wakeup import Doorbell, sleep
 from mxgate.maillog import MailLog
 from mxgate.spool import MessageNotFoundError, Queue, QueuedMessage, Spool, SpoolError
 
@@ -96,7 +97,7 @@ class QueueManager:
         self.outcomes_by_nexthop: Counter[tuple[str, str]] = Counter()
         # Messages whose pass gave up on a recipient (queue lifetime over).
         self._expired: dict[str, bool] = {}
-        self._wake = asyncio.Event()
+        self._wake = Doorbell()
         self._stop: asyncio.Event | None = None  # run()'s; None until it runs
         # Messages whose pass is over but whose outcome the spool refused to
         # record (_keep retries): in flight, yet not taking a delivery slot.
@@ -130,19 +131,20 @@ class QueueManager:
         self._deferred_left = None  # a fresh run, which sees what was moved since
         self._list_incoming = True
         self._urgent = True
-        self._wake.set()
+        self._wake.ring()
 
     def journal_news(self) -> None:
         """New messages in the spool's journal (a worker's tick): take them up
         without listing incoming/ or deferred/ for them (a tick comes per
         durable batch, and those listings are most of what a tick would cost)."""
-        self._wake.set()
+        self._wake.ring()
 
     async def run(self, stop: asyncio.Event) -> None:
         self._stop = stop
         await self._remover.start()
+        # One task for the whole run: the stop rings the doorbell too.
         stopping = asyncio.ensure_future(stop.wait())
-        waking = asyncio.ensure_future(self._wake.wait())
+        stopping.add_done_callback(self._ring)
         loop = asyncio.get_running_loop()
         try:
             while not stop.is_set():
@@ -153,21 +155,17 @@ class QueueManager:
                     self.maillog.line("qmgr", f"warning: queue scan failed: {exc}")
                 scanned = loop.time()
                 self._wake.clear()
-                if waking.done():
-                    waking = asyncio.ensure_future(self._wake.wait())
-                await asyncio.wait(
-                    (stopping, waking),
-                    timeout=self.settings.incoming_poll,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
+                await self._wake.wait(self.settings.incoming_poll)
                 gap = scanned + self.settings.rescan_gap - loop.time()
                 if gap > 0 and not self._urgent and not stop.is_set():
-                    await asyncio.sleep(gap)  # let finished deliveries and new mail gather
+                    await sleep(gap)  # let finished deliveries and new mail gather
         finally:
             stopping.cancel()
-            waking.cancel()
         await self.drain()
         await self._remover.close()
+
+    def _ring(self, _stopping: object) -> None:
+        self._wake.ring()
 
     async def drain(self) -> None:
         """Let the attempts in flight finish (their outcomes are recorded)."""
@@ -266,7 +264,7 @@ class QueueManager:
         if self._window_full:  # a slot in the active window is free: fill it at once
             self._window_full = False
             self._urgent = True
-        self._wake.set()
+        self._wake.ring()
 
     # -- one delivery pass over a message -------------------------------------
     async def _attempt(self, message: QueuedMessage, claimed: float, every: bool) -> None:
@@ -518,7 +516,7 @@ class QueueManager:
                         return
                 if queue_id not in self._waiting:
                     self._waiting.add(queue_id)
-                    self._wake.set()  # its slot in the active window is free
+                    self._wake.ring()  # its slot in the active window is free
                 await self._pause(wait)
                 wait = min(wait * 2, _KEEP_RETRY_MAX)
         finally:
