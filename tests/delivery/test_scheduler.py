@@ -743,3 +743,67 @@ def test_new_mail_and_a_due_deferred_backlog_take_turns(tmp_path: Path) -> None:
             assert senders in (["new", "old"] * 3, ["old", "new"] * 3), senders
 
     asyncio.run(run())
+
+
+async def _receive_in_journal(spool: Spool) -> str:
+    with spool.begin() as writer:
+        writer.write(BODY)
+        await writer.commit(
+            Envelope(
+                queue_id=writer.queue_id,
+                sender="s@example.org",
+                arrival=1e9,
+                client_address="192.0.2.7",
+                client_helo="client.example",
+                client_hostname="unknown",
+                size=len(BODY),
+                recipients=(Recipient("a@example.com", "a@example.com"),),
+            )
+        )
+        return writer.queue_id
+
+
+def test_a_journal_backlog_larger_than_the_active_window_drains_without_a_poll(
+    tmp_path: Path,
+) -> None:
+    """Five messages in the journal, room for two at a time, no poll for 30 s:
+    the scan that filled the window took only as many as there were free
+    slots, so each finished delivery must bring in the next ones."""
+
+    async def run() -> None:
+        async with ScriptedPeer() as peer:
+            root = tmp_path / "spool"
+            ticks: list[tuple[str, int, bool]] = []
+            with Spool(root, journal=True, notify=lambda *tick: ticks.append(tick)) as gateway:
+                queued = [await _receive_in_journal(gateway) for _ in range(5)]
+            with Spool(root) as spool:
+                for tick in ticks:
+                    spool.feed_journal(*tick)
+                qm = manager(spool, lambda: snapshot(peer.port), Clock(1e9 + 5), io.StringIO())
+                qm.settings = replace(qm.settings, active_limit=2, incoming_poll=30.0)
+                async with running(qm):
+                    await until(lambda: len(peer.messages) == 5 and not qm.in_flight, rounds=60)
+                assert len(peer.messages) == 5
+                assert [spool.locate(q) for q in queued] == [None] * 5
+
+    asyncio.run(run())
+
+
+def test_a_bounce_is_sent_at_once_not_at_the_next_poll(tmp_path: Path) -> None:
+    """The report we queue in incoming/ ourselves wakes the queue manager
+    (no poll for 30 s here)."""
+
+    async def run() -> None:
+        script = PeerScript(
+            rcpt=lambda arg: "550 5.1.1 no such user" if "b@" in arg else "250 2.1.5 Ok"
+        )
+        async with ScriptedPeer(script) as peer:
+            with Spool(tmp_path / "spool") as spool:
+                enqueue(spool, "s@example.com", [Recipient("b@example.com", "b@example.com")])
+                qm = manager(spool, lambda: snapshot(peer.port), Clock(1e9 + 5), io.StringIO())
+                qm.settings = replace(qm.settings, incoming_poll=30.0)
+                async with running(qm):
+                    await until(lambda: len(peer.messages) == 1 and not qm.in_flight, rounds=60)
+            assert [m.mail_from.startswith("FROM:<>") for m in peer.messages] == [True]
+
+    asyncio.run(run())
