@@ -807,3 +807,31 @@ def test_a_bounce_is_sent_at_once_not_at_the_next_poll(tmp_path: Path) -> None:
             assert [m.mail_from.startswith("FROM:<>") for m in peer.messages] == [True]
 
     asyncio.run(run())
+
+
+def test_with_nothing_in_flight_a_new_message_does_not_wait_for_the_rescan_gap(
+    tmp_path: Path,
+) -> None:
+    """The gap lets deliveries gather under load; with none in flight it only
+    held the next message back (here the gap is 5 s, and no poll for 30 s)."""
+
+    async def run() -> None:
+        async with ScriptedPeer() as peer:
+            root = tmp_path / "spool"
+            ticks: list[tuple[str, int, bool]] = []
+            with (
+                Spool(root, journal=True, notify=lambda *tick: ticks.append(tick)) as gateway,
+                Spool(root) as spool,
+            ):
+                qm = manager(spool, lambda: snapshot(peer.port), Clock(1e9 + 5), io.StringIO())
+                qm.settings = replace(qm.settings, rescan_gap=5.0, incoming_poll=30.0)
+                async with running(qm):
+                    await asyncio.sleep(0.1)  # its first scan found nothing
+                    await _receive_in_journal(gateway)
+                    for tick in ticks:
+                        spool.feed_journal(*tick)
+                    qm.journal_news()
+                    await until(lambda: len(peer.messages) == 1 and not qm.in_flight, rounds=40)
+                    assert len(peer.messages) == 1
+
+    asyncio.run(run())

@@ -156,9 +156,14 @@ class QueueManager:
                 scanned = loop.time()
                 self._wake.clear()
                 await self._wake.wait(self.settings.incoming_poll)
+                # Let finished deliveries and new mail gather, when there are
+                # deliveries to finish: with none in flight (a light load) the
+                # gap only delayed the next message's delivery, by up to 10 ms,
+                # into the moment the message after it was being received
+                # (BENCHMARKS.md, session 15).
                 gap = scanned + self.settings.rescan_gap - loop.time()
-                if gap > 0 and not self._urgent and not stop.is_set():
-                    await sleep(gap)  # let finished deliveries and new mail gather
+                if gap > 0 and self.in_flight and not self._urgent and not stop.is_set():
+                    await sleep(gap)
         finally:
             stopping.cancel()
         await self.drain()
