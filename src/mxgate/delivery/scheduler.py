@@ -65,7 +65,8 @@ class SchedulerSettings:
     active_limit: int = 500
     rescan_gap: float = 0.01
     """Finished deliveries ask for a look at incoming/ (under load, new mail
-    is likely there); at most one such scan per this many seconds."""
+    is likely there); at most one such scan per this many seconds while
+    deliveries are in flight (with none, waiting would only delay)."""
 
 
 class QueueManager:
