@@ -56,7 +56,7 @@ class Floor(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         self.buffer = b""
         self.in_data = False
-        transport.write(b"220 floor ESMTP\r\n")
+        self.transport.write(b"220 floor ESMTP\r\n")
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data

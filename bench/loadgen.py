@@ -231,7 +231,8 @@ class Load:
         (an open-loop schedule: message k starts at k / rate)."""
         if not self.args.rate:
             return 0.0
-        slot = self.t0 + (self.started_messages - 1) / self.args.rate
+        rate: float = self.args.rate  # argparse.Namespace: untyped
+        slot = self.t0 + (self.started_messages - 1) / rate
         return max(0.0, slot - time.monotonic())
 
     def recipients(self, rng: random.Random) -> list[str]:

@@ -148,10 +148,12 @@ def main() -> None:
         sel = rows[i * args.reps : (i + 1) * args.reps]
 
         def m(key: str, sel: list[dict[str, Any]] = sel) -> float:
-            return statistics.median(x[key] for x in sel)
+            return float(statistics.median(x[key] for x in sel))
 
         def per(key: str, sel: list[dict[str, Any]] = sel) -> float:
-            return statistics.median(1000 * x[key] / max(1, x["messages_accepted"]) for x in sel)
+            return float(
+                statistics.median(1000 * x[key] / max(1, x["messages_accepted"]) for x in sel)
+            )
 
         lat = sel[0]["rcpt_latency_ok"]
         dot = sel[0].get("data_latency_ok", {})

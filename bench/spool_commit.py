@@ -96,7 +96,7 @@ async def run(
         batches = spool.committer.batches
     user_ms = (after.ru_utime - usage.ru_utime) * 1000 / messages
     sys_ms = (after.ru_stime - usage.ru_stime) * 1000 / messages
-    switches = (after.ru_nvcsw + after.ru_nivcsw - switches) / messages
+    switches_per_message = (after.ru_nvcsw + after.ru_nivcsw - switches) / messages
     latencies.sort()
     print(
         f"{mode:6} {messages / elapsed:9.0f} msg/s  "
@@ -107,7 +107,7 @@ async def run(
         f"p99 {latencies[int(len(latencies) * 0.99) - 1] * 1000:6.2f} ms"
         + (f"  batches {batches} (avg {messages / batches:.1f} msg)" if batches else "")
         + f"\n       cpu/msg {user_ms + sys_ms:5.3f} ms (user {user_ms:5.3f} sys {sys_ms:5.3f})"
-        f"  context switches/msg {switches:5.2f}"
+        f"  context switches/msg {switches_per_message:5.2f}"
     )
     return messages / elapsed, user_ms + sys_ms
 
