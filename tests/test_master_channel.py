@@ -7,6 +7,7 @@ import asyncio
 import os
 import socket
 
+from mxgate.supervisor import CHANNEL_READ, Supervisor
 from mxgate.worker import MasterChannel
 
 
@@ -51,3 +52,45 @@ def test_ticks_wait_for_room_and_arrive_whole() -> None:
     assert latest["SEG1"] == "J SEG1 49 1"
     ours.close()
     theirs.close()
+
+
+class _CountingSocket(socket.socket):
+    """A socket that counts its reads (the master's end of a channel)."""
+
+    reads = 0
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        self.reads += 1
+        return super().recv(bufsize, flags)
+
+
+def test_the_master_reads_a_tick_in_one_call_and_still_sees_the_end() -> None:
+    a, b = socket.socketpair()
+    ours = _CountingSocket(fileno=os.dup(a.fileno()))
+    a.close()
+    ours.setblocking(False)
+    try:
+        b.sendall(b"J SEG 100 0\n")
+        assert Supervisor._drain(ours) == (b"J SEG 100 0\n", False)
+        assert ours.reads == 1  # not a second read that meets EAGAIN
+        # More than one read's worth: all of it, over one call or more (a
+        # full read reads on; the kernel may cut a read short between buffers).
+        big = b"M " + b"x" * CHANNEL_READ + b"\n"
+        b.sendall(big)
+        got = bytearray()
+        while len(got) < len(big):
+            data, eof = Supervisor._drain(ours)
+            assert data and not eof
+            got += data
+        assert got == big
+        # Nothing waiting: EAGAIN, no end of file.
+        assert Supervisor._drain(ours) == (b"", False)
+        # The worker's last words and its end arrive together: the words first,
+        # the end at the next readable callback.
+        b.sendall(b"J SEG 200 1\n")
+        b.close()
+        assert Supervisor._drain(ours) == (b"J SEG 200 1\n", False)
+        assert Supervisor._drain(ours) == (b"", True)
+    finally:
+        ours.close()
+        b.close()
