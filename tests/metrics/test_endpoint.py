@@ -42,6 +42,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, list[GatewayView], Now]]:
             workers_ready=2,
             snapshot_version=42,
             in_flight=1,
+            waiting_to_record=3,
             recipients={"sent": 5, "deferred": 1},
             recipients_by_nexthop={
                 ("smtp:[10.0.0.2]:25", "sent"): 4,
@@ -81,6 +82,7 @@ def test_metrics_in_the_prometheus_text_format(
     assert found[("mxgate_queue_messages", (("queue", "incoming"),))] == 2
     assert found[("mxgate_queue_messages", (("queue", "hold"),))] == 0
     assert found[("mxgate_qmgr_messages_in_flight", ())] == 1
+    assert found[("mxgate_qmgr_messages_waiting_to_record", ())] == 3
     assert found[("mxgate_smtpd_workers_ready", ())] == 2
     assert found[("mxgate_routing_snapshot_loaded", ())] == 1
     assert found[("mxgate_routing_snapshot_version", ())] == 42

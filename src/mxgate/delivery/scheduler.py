@@ -241,6 +241,17 @@ class QueueManager:
         to record their outcome (``_keep``)."""
         return len(self.in_flight) - len(self._waiting)
 
+    @property
+    def delivering(self) -> int:
+        """Messages being delivered now (the active window's occupants)."""
+        return self._active()
+
+    @property
+    def recording(self) -> int:
+        """Messages whose delivery pass is over but whose outcome waits for
+        room on the disk (``_keep``): not delivering, not yet deferred."""
+        return len(self._waiting)
+
     def _start(self, queue_id: str, source: Queue) -> bool:
         """Claim and start one message; False when the active window is full."""
         if queue_id in self.in_flight:

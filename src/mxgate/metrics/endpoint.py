@@ -47,6 +47,7 @@ class GatewayView:
     workers_ready: int = 0
     snapshot_version: int | None = None  # None: no routing data at all
     in_flight: int = 0  # messages the queue manager is delivering
+    waiting_to_record: int = 0  # delivery passes over, outcome waiting for disk room
     recipients: Mapping[str, int] = field(default_factory=dict)  # outcomes by status
     # The same by (next hop, status): Route.metric_label, so a bounded set.
     recipients_by_nexthop: Mapping[tuple[str, str], int] = field(default_factory=dict)
@@ -125,6 +126,11 @@ class _GatewayCollector(Collector):
             "mxgate_qmgr_messages_in_flight",
             "messages being delivered now",
             value=view.in_flight,
+        )
+        yield GaugeMetricFamily(
+            "mxgate_qmgr_messages_waiting_to_record",
+            "messages whose delivery outcome waits for room on the disk",
+            value=view.waiting_to_record,
         )
         yield GaugeMetricFamily(
             "mxgate_smtpd_workers_ready", "SMTP worker processes listening",
