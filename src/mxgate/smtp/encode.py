@@ -25,8 +25,14 @@ _UNSAFE = re.compile(r"[\r\n\x00]")
 _NOTIFY_ORDER = ("NEVER", "SUCCESS", "FAILURE", "DELAY")
 
 
+_XTEXT_PLAIN = re.compile(r"[!-*,-<>-~]*")
+"""Text of xchars only, which the encoding leaves as it is (an ASCII address)."""
+
+
 def encode_xtext(text: str) -> str:
     """``text`` as RFC 3461 4 xtext: ``a+b=c`` -> ``a+2Bb+3Dc``."""
+    if _XTEXT_PLAIN.fullmatch(text):
+        return text  # every ORCPT of plain mail: no generator per character
     return "".join(chr(b) if b in _XCHAR else f"+{b:02X}" for b in text.encode("utf-8"))
 
 
