@@ -82,6 +82,8 @@ async def write_journal(root: Path, count: int) -> list[Tick]:
                         client_hostname="unknown",
                         size=len(BODY),
                         recipients=(Recipient("a@example.com", "a@example.com"),),
+                        # As the worker stores it: CRLF only, no line with a dot.
+                        plain_body=True,
                     )
                 )
     # One per commit, and one more when the segment is sealed at close.

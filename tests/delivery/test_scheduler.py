@@ -662,7 +662,9 @@ def test_a_message_waiting_to_record_its_outcome_leaves_its_delivery_slot_free(
                     await until(lambda: spool.locate(second) is None)
                     assert spool.locate(second) is None  # delivered while A waits
                     assert spool.locate(first) is Queue.ACTIVE
-                    # What the gauges show: A waits to record, nothing is delivering.
+                    # What the gauges show: A waits to record, nothing is delivering
+                    # (once B's task has ended: it may outlive its removal briefly).
+                    await until(lambda: qm.delivering == 0)
                     assert (qm.delivering, qm.recording) == (0, 1)
                     full.refusals = 0  # room again: A's next try records it
                     await until(lambda: spool.locate(first) is Queue.DEFERRED, 200)

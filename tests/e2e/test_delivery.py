@@ -111,6 +111,19 @@ def test_accepted_mail_reaches_the_mailbox_server_and_the_forward_target(
     assert queue_cli(delivering_gateway, "list").stdout == "Mail queue is empty\n"
 
 
+def test_lines_that_start_with_a_dot_arrive_as_they_were_sent(
+    delivering_gateway: Gateway, peers: tuple[ThreadedPeer, ThreadedPeer]
+) -> None:
+    """A body with lines that start with a dot is stored as not plain, and the
+    queue manager stuffs those dots again; one without them (the test above)
+    goes out unscanned. Either way the next hop gets what the client sent."""
+    mailbox, _internet = peers
+    body = b"Subject: dots\r\n\r\n.leading dot\r\n..two dots\r\n.\r\nlast\r\n"
+    send(delivering_gateway, "someone@example.org", ["james@server1.example.com"], body)
+    [(_from, _rcpts, data)] = mailbox.wait_messages(1)
+    assert data.startswith(b"Received: from client.example.org") and data.endswith(body)
+
+
 def test_deferred_mail_is_listed_then_flushed_and_delivered(
     delivering_gateway: Gateway, peers: tuple[ThreadedPeer, ThreadedPeer]
 ) -> None:

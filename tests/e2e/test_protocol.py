@@ -170,6 +170,27 @@ def test_transaction_over_tls(gateway: Gateway) -> None:
     assert rest == message
 
 
+def test_the_stored_envelope_says_whether_the_body_can_go_out_unscanned(
+    gateway: Gateway,
+) -> None:
+    before = gateway.messages()
+    james = ["james@server1.example.com"]
+    with gateway.smtp(OUTSIDE) as client:
+        client.sendmail("plain@example.org", james, b"Subject: a\r\n\r\nno dots\r\n")
+        client.sendmail("dotted@example.org", james, b"Subject: b\r\n\r\n.dot\r\n")
+    ours = ("plain@example.org", "dotted@example.org")
+
+    def flags() -> dict[str, bool]:
+        # Ours only (an earlier test's message may show up late), and listed
+        # once no queue-manager move is under way (journal to queue files, for
+        # a retry): the flag travels with the envelope.
+        fresh = [m.envelope for m in new_messages(before, gateway).values()]
+        return {e.sender: e.plain_body for e in fresh if e.sender in ours}
+
+    wait_until(lambda: len(flags()) == 2, 10)
+    assert flags() == {"plain@example.org": True, "dotted@example.org": False}
+
+
 def test_plaintext_pipelined_after_starttls_is_discarded(gateway: Gateway) -> None:
     with gateway.raw(OUTSIDE) as client:
         assert client.reply().code == 220

@@ -77,7 +77,7 @@ def test_data_end_answer_returns_to_ready() -> None:
         if isinstance(event, DataEnd):
             assert conn.state is State.DATA
             out += conn.send(Reply(451, "4.3.0", "Error: queue file write error"))
-    assert events[-1] == DataEnd(0)
+    assert events[-1] == DataEnd(0, plain=True)
     assert conn.state is State.READY
     assert out.endswith(
         b"354 End data with <CR><LF>.<CR><LF>\r\n451 4.3.0 Error: queue file write error\r\n"

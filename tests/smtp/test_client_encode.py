@@ -98,3 +98,21 @@ def test_enhanced_code_must_match_the_reply_class() -> None:
     assert make_reply(250, ["5.1.1 odd"], True).enhanced == ""
     assert make_reply(550, ["5.1.1"], True).text == ""
     assert make_reply(451, ["4.03.010 padded"], True).enhanced == "4.3.10"
+
+
+@given(
+    lines=st.lists(st.sampled_from([b"", b"a", b"x y", b"a.b", b"\xc3\xa9", b"Subject: z"])),
+    cuts=st.lists(st.integers(min_value=0, max_value=120), max_size=6),
+)
+def test_a_plain_body_goes_out_as_the_scanning_encoder_would_send_it(
+    lines: list[bytes], cuts: list[int]
+) -> None:
+    """Envelope.plain_body: CRLF line ends only, no line starting with a dot.
+    Sent unscanned, in any chunking, it is what the scanning encoder makes."""
+    body = b"".join(line + b"\r\n" for line in lines)
+    points = sorted({min(c, len(body)) for c in cuts})
+    chunks = [body[a:b] for a, b in zip([0, *points], [*points, len(body)], strict=True)]
+    plain = BodyEncoder(plain=True)
+    wire = b"".join(plain.encode(c) for c in chunks) + plain.finish()
+    assert wire == encode([body])
+    assert decode(wire) == body

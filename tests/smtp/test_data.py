@@ -152,7 +152,7 @@ def test_body_over_the_limit_is_drained_then_refused_never_truncated() -> None:
 def test_exactly_at_the_limit_is_accepted() -> None:
     client = Client(message_size_limit=6)
     client.feed(START + b"1234\r\n.\r\n")  # 4 + CRLF = 6 octets
-    assert client.of_type(DataEnd) == [DataEnd(6)]
+    assert client.of_type(DataEnd) == [DataEnd(6, plain=True)]
 
 
 def test_chunks_stream_and_are_never_the_whole_message_at_once() -> None:
@@ -166,7 +166,7 @@ def test_chunks_stream_and_are_never_the_whole_message_at_once() -> None:
         sizes += [len(e.data) for e in new if isinstance(e, DataChunk)]
     client.feed(b".\r\n")
     assert max(sizes) <= 1002
-    assert client.of_type(DataEnd) == [DataEnd(100 * 1002)]
+    assert client.of_type(DataEnd) == [DataEnd(100 * 1002, plain=True)]
     assert client.body() == (b"x" * 1000 + b"\r\n") * 100
 
 
@@ -182,3 +182,34 @@ def test_terminator_split_everywhere() -> None:
         assert body1 + body2 == b"a\r\n.b\r\n"
         tail = wire[:cut][pos:] if done else rest[pos2:]
         assert tail + (wire[cut:] if done else b"") == b"NEXT"
+
+
+@given(
+    text=st.lists(st.sampled_from([b"a", b".", b"..", b"\r\n", b"\r", b"\n", b"x."])).map(b"".join),
+    sizes=st.lists(st.integers(min_value=1, max_value=7), min_size=1),
+)
+def test_a_body_sent_without_stuffed_dots_is_plain(text: bytes, sizes: list[int]) -> None:
+    """``dotted`` is set exactly when a line of the DATA section started with a
+    dot, however the input is split; unset, with no bare CR/LF, no line of
+    the body starts with a dot, so the queue manager may send it unscanned."""
+    wire = text + b"\r\n.\r\n"
+    decoder = DataDecoder(0)
+    buf, pos, at, finished, body = b"", 0, 0, False, b""
+    while not finished:
+        size = sizes[at % len(sizes)]
+        buf, at = buf + wire[len(buf) : len(buf) + size], at + 1
+        piece, pos, finished = decoder.decode(buf, pos)
+        body += piece
+    section = wire[: pos - 3]  # what came before the terminator's ".\r\n"
+    assert decoder.dotted == (section.startswith(b".") or b"\r\n." in section)
+    if not (decoder.dotted or decoder.bare_cr or decoder.bare_lf):
+        assert not body.startswith(b".") and b"\n." not in body
+        assert body == b"" or body.endswith(b"\r\n")
+
+
+def test_the_end_of_data_event_says_whether_the_body_is_plain() -> None:
+    for wire, plain in ((b"a\r\nb\r\n.\r\n", True), (b"a\r\n..b\r\n.\r\n", False)):
+        client = Client()
+        client.feed(START + wire)
+        [end] = client.of_type(DataEnd)
+        assert end.plain is plain

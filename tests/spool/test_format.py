@@ -43,6 +43,16 @@ def test_the_delay_warning_flag_round_trips_and_is_written_only_once_set() -> No
     assert decode(encode(plain)).envelope.delay_warned is False
 
 
+def test_the_plain_body_flag_round_trips_and_is_written_only_when_set() -> None:
+    before = record()
+    flagged = record(replace(before.envelope, plain_body=True))
+    assert b' "plain_body": true,\n' in encode(flagged)
+    assert decode(encode(flagged)).envelope.plain_body is True
+    # Records written before the flag existed (and scanned bodies) lack it.
+    assert b'"plain_body"' not in encode(before)
+    assert decode(encode(before)).envelope.plain_body is False
+
+
 def test_round_trip_null_sender_unicode_and_states() -> None:
     env = Envelope(
         queue_id="ABCDEF123456",
@@ -280,12 +290,12 @@ def test_with_recipient_replaces_by_address_and_keeps_order() -> None:
         env.with_recipient(Recipient("nobody@example.com", "x"))
 
 
-@given(envelopes, st.booleans())
+@given(envelopes, st.booleans(), st.booleans())
 @settings(max_examples=100, deadline=None)
-def test_with_recipients_keeps_every_other_field(env: Envelope, warned: bool) -> None:
+def test_with_recipients_keeps_every_other_field(env: Envelope, warned: bool, plain: bool) -> None:
     """with_recipients builds its copy field by field (not dataclasses.replace):
     a field it forgot would be lost at the first delivery."""
-    env = replace(env, delay_warned=warned)
+    env = replace(env, delay_warned=warned, plain_body=plain)
     first = replace(env.recipients[0], state=RecipientState.DELIVERED, attempts=7)
     updated = env.with_recipients((first,))
     assert updated == replace(env, recipients=(first, *env.recipients[1:]))

@@ -126,6 +126,9 @@ class Envelope:
     recipients:      the final recipients, one per final address
     delay_warned:    the delay warning (delay_warning_time) is behind us: sent,
                      or found not wanted; never sent twice
+    plain_body:      every line of the stored body ends in CRLF and none starts
+                     with '.': it goes to a next hop as it is, unscanned (what
+                     our SMTP server stores unless the client stuffed a dot)
     """
 
     queue_id: str
@@ -141,6 +144,7 @@ class Envelope:
     ret: DsnRet | None = None
     envid: str | None = None
     delay_warned: bool = False
+    plain_body: bool = False
 
     def __init__(
         self,
@@ -157,6 +161,7 @@ class Envelope:
         ret: DsnRet | None = None,
         envid: str | None = None,
         delay_warned: bool = False,
+        plain_body: bool = False,
     ) -> None:
         # Written out, as on every class built per message: see mxgate.native.
         # Final recipients are de-duplicated per message (SPEC section 4), and
@@ -178,6 +183,7 @@ class Envelope:
         object.__setattr__(self, "ret", ret)
         object.__setattr__(self, "envid", envid)
         object.__setattr__(self, "delay_warned", delay_warned)
+        object.__setattr__(self, "plain_body", plain_body)
 
     @property
     def is_done(self) -> bool:
@@ -228,4 +234,5 @@ class Envelope:
             self.ret,
             self.envid,
             self.delay_warned,
+            self.plain_body,
         )

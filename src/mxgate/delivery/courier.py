@@ -316,6 +316,7 @@ class _Attempt:
             smtputf8=env.smtputf8,
             ret=env.ret.value if env.ret is not None else None,
             envid=env.envid,
+            plain_body=env.plain_body,
         )
 
     def _finish_all(

@@ -568,7 +568,10 @@ class Session(asyncio.Protocol):
             self._drop_transaction()
             return reply
         # Postfix logs the queue file's message size: our Received: line included.
-        envelope = build_envelope(tx, self.client_ip, self.helo, writer.size, time.time())
+        # (That line ends in CRLF and starts with a letter: the body stays plain.)
+        envelope = build_envelope(
+            tx, self.client_ip, self.helo, writer.size, time.time(), plain_body=event.plain
+        )
         self._pause("busy")
         self._cancel_timer()
         try:

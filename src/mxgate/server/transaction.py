@@ -78,8 +78,11 @@ class Transaction:
         self.headers = HeaderScanner() if headers is None else headers
 
 
-def build_envelope(tx: Transaction, client_ip: str, helo: str, size: int, now: float) -> Envelope:
-    """The envelope the spool stores for a transaction whose body is ``size`` bytes."""
+def build_envelope(
+    tx: Transaction, client_ip: str, helo: str, size: int, now: float, *, plain_body: bool = False
+) -> Envelope:
+    """The envelope the spool stores for a transaction whose body is ``size``
+    bytes; ``plain_body``: see Envelope."""
     mail = tx.mail
     plan = plan_message(decision for _rcpt, decision in tx.accepted)
     by_original = {decision.recipient: rcpt for rcpt, decision in tx.accepted}
@@ -96,6 +99,7 @@ def build_envelope(tx: Transaction, client_ip: str, helo: str, size: int, now: f
         ret=_ret(mail),
         envid=mail.envid,
         recipients=envelope_recipients(plan, by_original, _notify, now),
+        plain_body=plain_body,
     )
 
 

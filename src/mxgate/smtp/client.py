@@ -337,7 +337,7 @@ class ClientConnection:
                 self._pending.append((Command.DOT, -1))
                 return None
             if reply.code == 354:
-                self._body = BodyEncoder()
+                self._body = BodyEncoder(self._mail is not None and self._mail.plain_body)
                 self.state = ClientState.BODY
                 return SendBody()
             if mail_ok:

@@ -49,13 +49,16 @@ class DataDecoder:
     where the unconsumed input starts, and whether the terminator was seen
     (then ``buf[new_pos:]`` is the command stream again)."""
 
-    __slots__ = ("_at_start", "bare_cr", "bare_lf", "finished", "limit", "size")
+    __slots__ = ("_at_start", "bare_cr", "bare_lf", "dotted", "finished", "limit", "size")
 
     def __init__(self, limit: int) -> None:
         self.limit = limit  # 0: no limit (Postfix's message_size_limit = 0)
         self.size = 0  # octets of the body so far, after unstuffing (RFC 1870)
         self.bare_cr = False
         self.bare_lf = False
+        # A line started with a dot (one was removed): the body may hold lines
+        # that start with one, to be stuffed again on the way out.
+        self.dotted = False
         self.finished = False
         self._at_start = True  # nothing decoded yet: a line starts at pos
 
@@ -88,6 +91,7 @@ class DataDecoder:
                 if end - pos < 3 and buf[pos + 1 : end] in (b"", b"\r"):
                     return b"", pos, False  # could still become ".\r\n"
                 pos += 1  # a stuffed dot
+                self.dotted = True
             self._at_start = False
         parts: list[bytes] = []
         start = pos
@@ -115,6 +119,7 @@ class DataDecoder:
                 finished = True
                 break
             start = pos = k  # drop the stuffed dot
+            self.dotted = True
         body = parts[0] if len(parts) == 1 else b"".join(parts)
         self.finished = finished
         return self._account(body), pos, finished

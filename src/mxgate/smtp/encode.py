@@ -58,6 +58,7 @@ class MailRequest:
     smtputf8: bool = False
     ret: Literal["FULL", "HDRS"] | None = None
     envid: str | None = None
+    plain_body: bool = False  # not a parameter: how to send the body (BodyEncoder)
 
     def __init__(
         self,
@@ -67,6 +68,7 @@ class MailRequest:
         smtputf8: bool = False,
         ret: Literal["FULL", "HDRS"] | None = None,
         envid: str | None = None,
+        plain_body: bool = False,
     ) -> None:
         # Written out, as on every class built per message: see mxgate.native.
         object.__setattr__(self, "sender", sender)
@@ -75,6 +77,7 @@ class MailRequest:
         object.__setattr__(self, "smtputf8", smtputf8)
         object.__setattr__(self, "ret", ret)
         object.__setattr__(self, "envid", envid)
+        object.__setattr__(self, "plain_body", plain_body)
 
 
 @dataclass(frozen=True, slots=True, init=False)
@@ -147,15 +150,24 @@ class BodyEncoder:
     A CR at the end of a chunk is held back until the next one shows
     whether an LF follows. Cost: a few ``bytes.replace`` passes per chunk,
     or only counting passes for a chunk whose line ends are all CRLF.
+
+    ``plain``: the caller knows that every line ends in CRLF and none starts
+    with "." (Envelope.plain_body): chunks go out as they are, unscanned (the
+    scans were a tenth of the queue manager's instructions per message).
     """
 
-    __slots__ = ("_at_line_start", "_held_cr")
+    __slots__ = ("_at_line_start", "_held_cr", "_plain")
 
-    def __init__(self) -> None:
+    def __init__(self, plain: bool = False) -> None:
         self._at_line_start = True
         self._held_cr = False
+        self._plain = plain
 
     def encode(self, chunk: bytes) -> bytes:
+        if self._plain:
+            if chunk:
+                self._at_line_start = chunk.endswith(b"\n")
+            return chunk
         if self._held_cr:
             chunk = b"\r" + chunk
             self._held_cr = False

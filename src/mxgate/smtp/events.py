@@ -154,13 +154,17 @@ class DataChunk:
 class DataEnd:
     """The real ``<CRLF>.<CRLF>`` arrived; **the caller must answer** (250 once
     the message is on stable storage, or 4xx/5xx). ``size`` is the body size in
-    octets as RFC 1870 counts it (after dot-unstuffing)."""
+    octets as RFC 1870 counts it (after dot-unstuffing); ``plain``: no line of
+    the body starts with a dot (none was stuffed), and, as for every body that
+    gets this far, every line ends in CRLF (Envelope.plain_body)."""
 
     size: int
+    plain: bool = False
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, plain: bool = False) -> None:
         # Written out, as on every class built per message: see mxgate.native.
         object.__setattr__(self, "size", size)
+        object.__setattr__(self, "plain", plain)
 
 
 @dataclass(frozen=True, slots=True)

@@ -323,7 +323,7 @@ class ServerConnection:
         step = _internal(State.DATA, Internal.END_OF_DATA)
         refusal = decoder.rejection()
         if refusal is None:
-            return self._ask(DataEnd(decoder.size), step)
+            return self._ask(DataEnd(decoder.size, not decoder.dotted), step)
         self._state = step.refused
         self._reply(refusal)
         return DataRejected(decoder.size, refusal)

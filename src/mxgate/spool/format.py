@@ -108,6 +108,9 @@ def encode(record: Record) -> bytes:
                 # Only once set: records of every other message keep the bytes
                 # they had before delay warnings existed.
                 ' "delay_warned": true,\n' if env.delay_warned else "",
+                # Absent (false) in records written before it existed, and for
+                # bodies that must be scanned on the way out.
+                ' "plain_body": true,\n' if env.plain_body else "",
                 ' "recipients": [\n',
                 ",\n".join(["  " + dumps(_encode_recipient(r)) for r in env.recipients]),
                 "\n ]\n}\n",
@@ -274,6 +277,7 @@ def _decode_document(document: object) -> Record:
         envid=_opt_str(doc, "envid"),
         # Absent from records written before delay warnings existed.
         delay_warned="delay_warned" in doc and _bool(doc, "delay_warned"),
+        plain_body="plain_body" in doc and _bool(doc, "plain_body"),
         recipients=tuple(_decode_recipient(r) for r in _list(doc["recipients"])),
     )
     return Record(envelope, body_size=_int(body, "size"), body_sha256=_str(body, "sha256"))
