@@ -723,6 +723,8 @@ def markdown(results: dict[str, Any], chart: Path, results_file: Path) -> str:
     )
     add("python bench/report.py  # redraw BENCHMARKS.md and the chart from bench/results.json")
     add("python bench/placement.py --mxgate 127.0.0.1:2525  # c=1 by placement, with reply times")
+    add("python bench/session_cost.py --callgrind -n 200   # worker: instructions per c=1 session")
+    add("python bench/delivery_cost.py --callgrind -n 200  # master: instructions per message")
     add("```")
     add("")
     add(
