@@ -25,16 +25,15 @@ import argparse
 import asyncio
 import io
 import os
-import re
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import uvloop
+from instructions import per_unit
 
 from mxgate.core.envelope import Envelope, Recipient
 from mxgate.core.retry import RetryPolicy
@@ -47,7 +46,6 @@ from mxgate.maillog import MailLog
 from mxgate.spool import Spool
 
 BODY = b"Received: from client.example\r\nSubject: cost\r\n\r\n" + (b"x" * 76 + b"\r\n") * 52
-LOOP_RUN = "__pyx_pf_6uvloop_4loop_4Loop_44run_until_complete"
 Tick = tuple[str, int, bool]
 
 
@@ -163,28 +161,7 @@ def measure(count: int) -> tuple[float, float]:
 
 
 def callgrind(count: int) -> None:
-    instructions = []
-    for n in (count, 2 * count):
-        out = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--callgrind-out-file=/dev/null",
-                f"--toggle-collect={LOOP_RUN}",
-                sys.executable,
-                __file__,
-                "-n",
-                str(n),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        found = re.search(r"I\s+refs:\s+([\d,]+)", out.stderr)
-        if found is None:
-            raise SystemExit(f"no instruction count from callgrind:\n{out.stderr[-2000:]}")
-        instructions.append(int(found.group(1).replace(",", "")))
-    per_message = (instructions[1] - instructions[0]) / count
+    per_message = per_unit(__file__, count)
     print(f"{per_message:,.0f} instructions per message ({count} and {2 * count} messages)")
 
 

@@ -24,9 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
-import subprocess
-import sys
 import tempfile
 import time
 from ipaddress import ip_address, ip_network
@@ -34,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
+from instructions import per_unit
 
 from mxgate.core.routing import RoutingPolicy
 from mxgate.core.snapshot import RoutingData
@@ -52,7 +50,6 @@ COMMANDS = (
     b"QUIT\r\n",
 )
 STEPS = ("connect", "EHLO", "MAIL", "RCPT", "DATA", "body + dot", "QUIT")
-LOOP_RUN = "__pyx_pf_6uvloop_4loop_4Loop_44run_until_complete"
 
 
 class Transport:
@@ -143,28 +140,7 @@ async def run(count: int, workdir: Path) -> list[float]:
 
 
 def callgrind(count: int) -> None:
-    instructions = []
-    for n in (count, 2 * count):
-        out = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                "--callgrind-out-file=/dev/null",
-                f"--toggle-collect={LOOP_RUN}",
-                sys.executable,
-                __file__,
-                "-n",
-                str(n),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        found = re.search(r"I\s+refs:\s+([\d,]+)", out.stderr)
-        if found is None:
-            raise SystemExit(f"no instruction count from callgrind:\n{out.stderr[-2000:]}")
-        instructions.append(int(found.group(1).replace(",", "")))
-    per_session = (instructions[1] - instructions[0]) / count
+    per_session = per_unit(__file__, count)
     print(f"{per_session:,.0f} instructions per session ({count} and {2 * count} sessions)")
 
 
