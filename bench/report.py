@@ -760,17 +760,19 @@ def postfix_c1(rows: list[dict[str, Any]]) -> float | None:
 
 
 def floor_apart_note(results: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    """What the floor does at c=1 on two vCPUs, against Postfix: the ceiling
-    for any Python receiver the scheduler places apart from its client."""
-    rates = results.get("placement", {}).get("floor", {}).get("apart", [])
+    """What the floor does at c=1 on two vCPUs, against Postfix: what a
+    receiver that only answers and fsyncs gets, with its client on the other
+    vCPU and where the scheduler puts it (as in the throughput runs)."""
+    floor = results.get("placement", {}).get("floor", {})
+    apart, free = floor.get("apart", []), floor.get("free", [])
     postfix = postfix_c1(rows)
-    if not rates or not postfix:
+    if not apart or not postfix:
         return ""
-    ratio = statistics.median(rates) / postfix
+    unpinned = f" and {times(statistics.median(free) / postfix)} unpinned" if free else ""
     return (
         f"; at c=1, 1 rcpt, the floor (fixed replies and an fdatasync, nothing else) does"
-        f" {times(ratio)} Postfix's rate with its client on the other vCPU, which is where the"
-        " scheduler runs mxgate's worker (see *One session at a time*)"
+        f" {times(statistics.median(apart) / postfix)} Postfix's rate with its client on the"
+        f" other vCPU{unpinned} (see *One session at a time*)"
     )
 
 
@@ -790,9 +792,9 @@ def placement_section(results: dict[str, Any], rows: list[dict[str, Any]]) -> li
         " throughput runs). Messages/s of each round, and the median over Postfix's c=1,"
         " 1 rcpt accept rate of this run"
         + (f" ({num(postfix)}/s)" if postfix else "")
-        + ". On this VM an idle vCPU halts, so a round trip between two vCPUs pays two"
-        " wake-ups that one inside a vCPU does not (`bench/placement.py` also times each"
-        " reply).",
+        + ". Where idle vCPUs halt, a round trip between two vCPUs can pay two wake-ups"
+        " that one inside a vCPU does not (session 7's machine did; compare *together* and"
+        " *apart*; `bench/placement.py` also times each reply).",
         "",
         "| server | together | apart | free |",
         "|---|--:|--:|--:|",
