@@ -109,26 +109,23 @@ def make_reply(code: int, lines: list[str], enhanced: bool) -> Reply:
     split off the first line and, where repeated, off the others (RFC 2034 3).
     Lines are joined with ``\\n``, as ``Reply.lines()`` expects."""
     first = lines[0]
-    if enhanced and len(lines) == 1 and first and ord(first[0]) - 0x30 == code // 100:
-        # A code seen before (the cache holds only what the pattern matched):
-        # its first word is the whole of it, so the pattern need not run. Four
-        # replies per relayed message, nearly always from a handful of codes.
+    if enhanced and first and ord(first[0]) - 0x30 == code // 100:
+        # The cache holds only what the pattern matched, so a first word found
+        # there is the whole code and the pattern need not run: four replies
+        # per relayed message, nearly always from a handful of codes.
         space = first.find(" ")
         written = first if space < 0 else first[:space]
         status = _STATUS.get(written)
-        if status is not None:
-            return Reply(code, status, first[len(written) :].lstrip(" "))
-    if enhanced:
-        m = _ENHANCED.match(first)
-        if m is not None and ord(first[0]) - 0x30 == code // 100:
-            written = m.group(0).rstrip(" ")
-            status = _STATUS.get(written)
-            if status is None:
+        if status is None:
+            m = _ENHANCED.match(first)
+            if m is not None:
+                written = m.group(0).rstrip(" ")
                 status = f"{m.group(1)}.{int(m.group(2))}.{int(m.group(3))}"
                 if len(_STATUS) < _STATUS_CACHE:
                     _STATUS[written] = status
+        if status is not None:
             if len(lines) == 1:
-                return Reply(code, status, first[m.end() :])
+                return Reply(code, status, first[len(written) :].lstrip(" "))
             return Reply(code, status, "\n".join([_strip_status(line, written) for line in lines]))
     return Reply(code, "", first if len(lines) == 1 else "\n".join(lines))
 
