@@ -27,7 +27,7 @@ from mxgate.delivery.scheduler import SchedulerSettings
 from mxgate.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from mxgate.master import MasterSettings
 from mxgate.server.tls import server_context
-from mxgate.server.transaction import SessionSettings
+from mxgate.server.transaction import SessionSettings, UpstreamProxy
 from mxgate.syslog_socket import facility_code
 from mxgate.worker import WorkerSettings
 
@@ -233,6 +233,16 @@ def session_settings(config: MxgateConfig) -> SessionSettings:
         hopcount_limit=config.hopcount_limit,
         policy=routing_policy(config),
         tls=tls,
+        proxy=upstream_proxy(config),
+    )
+
+
+def upstream_proxy(config: MxgateConfig) -> UpstreamProxy | None:
+    if config.smtpd_upstream_proxy_protocol != "haproxy":
+        return None
+    return UpstreamProxy(
+        timeout=float(config.smtpd_upstream_proxy_timeout),
+        hosts=config.smtpd_upstream_proxy_hosts,
     )
 
 

@@ -277,6 +277,9 @@ class MxgateConfig:
     smtpd_client_connection_count_limit: int = 50
     smtpd_tls_cert_file: str = ""
     smtpd_tls_key_file: str = ""
+    smtpd_upstream_proxy_protocol: str = ""
+    smtpd_upstream_proxy_timeout: int = 5
+    smtpd_upstream_proxy_hosts: tuple[Network, ...] = ()
     hopcount_limit: int = 50
     workers: int = 0
     # Queue and delivery.
@@ -328,6 +331,20 @@ def _tls_level(value: object) -> str:
     return text
 
 
+def _proxy_protocol(value: object) -> str:
+    text = parse_str(value)
+    if text not in ("", "haproxy"):
+        raise ValueError(f"{text!r} is not haproxy (or empty: no proxy)")
+    return text
+
+
+def _proxy_timeout(value: object) -> int:
+    seconds = parse_duration(value)
+    if seconds < 1:
+        raise ValueError("must be at least 1s")
+    return seconds
+
+
 def _facility(value: object) -> str:
     text = parse_str(value).lower()
     if text:
@@ -372,6 +389,13 @@ SETTINGS: dict[str, Setting] = {
     ),
     "smtpd_tls_cert_file": Setting(parse_str, "PEM certificate chain; enables STARTTLS"),
     "smtpd_tls_key_file": Setting(parse_str, "PEM private key for STARTTLS"),
+    "smtpd_upstream_proxy_protocol": Setting(
+        _proxy_protocol, "haproxy: connections open with a PROXY header (v1 or v2)"
+    ),
+    "smtpd_upstream_proxy_timeout": Setting(_proxy_timeout, "time allowed for the PROXY header"),
+    "smtpd_upstream_proxy_hosts": Setting(
+        parse_networks, "proxies whose PROXY header is awaited (empty: every client's)"
+    ),
     "hopcount_limit": Setting(parse_int, "Received: headers before a message is a loop"),
     "workers": Setting(parse_int, "SMTP worker processes (0: one per core less one, at least one)"),
     "spool_dir": Setting(parse_str, "queue directory"),

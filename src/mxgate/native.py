@@ -41,6 +41,7 @@ RECEIVE_PATH: tuple[str, ...] = (
     "mxgate.smtp.events",
     "mxgate.smtp.outbox",
     "mxgate.smtp.parse",
+    "mxgate.smtp.proxy",
     "mxgate.smtp.replies",
     "mxgate.smtp.server",
     "mxgate.smtp.state",

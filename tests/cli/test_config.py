@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mxgate.app import own_endpoints
+from mxgate.app import own_endpoints, session_settings
 from mxgate.cli import app
 from mxgate.config import ConfigError, MxgateConfig, load_config, parse_duration
+from mxgate.server.transaction import UpstreamProxy
 
 runner = CliRunner()
 
@@ -85,6 +86,9 @@ def test_database_url_from_environment() -> None:
         ('message_size_limit = "١٢٣"\n', "bad value for 'message_size_limit'"),
         ('maximal_queue_lifetime = "99999999999999d"\n', "longer than 100 years"),
         ('srs_key_grace = "٣d"\n', "bad value for 'srs_key_grace'"),
+        ('smtpd_upstream_proxy_protocol = "nginx"\n', "'nginx' is not haproxy"),
+        ('smtpd_upstream_proxy_timeout = "0s"\n', "must be at least 1s"),
+        ('smtpd_upstream_proxy_hosts = ["proxy"]\n', "'proxy' is not an address or CIDR"),
     ],
 )
 def test_bad_files_name_file_key_and_reason(tmp_path: Path, text: str, expected: str) -> None:
@@ -238,3 +242,23 @@ def test_where_the_gateway_takes_mail_for_loop_detection(tmp_path: Path) -> None
     with pytest.raises(ConfigError, match=r"'mx\.example' is not an IP address"):
         (tmp_path / "bad.toml").write_text('proxy_interfaces = ["mx.example"]\n')
         load_config(tmp_path / "bad.toml", environ={})
+
+
+def test_upstream_proxy_settings_reach_the_sessions(tmp_path: Path) -> None:
+    off = session_settings(load_config(None, environ={}).config)
+    assert off.proxy is None
+    path = write(
+        tmp_path,
+        'smtpd_upstream_proxy_protocol = "haproxy"\n'
+        'smtpd_upstream_proxy_hosts = ["10.0.0.0/24", "[2001:db8::5]"]\n',
+    )
+    proxy = session_settings(load_config(path, environ={}).config).proxy
+    assert proxy is not None
+    assert proxy.timeout == 5.0  # Postfix's smtpd_upstream_proxy_timeout
+    assert proxy.expects_header("10.0.0.9")
+    assert proxy.expects_header("::ffff:10.0.0.9")  # a dual-stack socket's form
+    assert proxy.expects_header("2001:db8::5")
+    assert not proxy.expects_header("10.0.1.9")
+    assert not proxy.expects_header("unknown")
+    # No hosts: every connection opens with the header, as with Postfix.
+    assert UpstreamProxy(timeout=5.0).expects_header("192.0.2.7")

@@ -147,6 +147,11 @@ def logrotate() -> str:
     return _find_tool("logrotate")
 
 
+@pytest.fixture
+def haproxy() -> str:
+    return _find_tool("haproxy")
+
+
 @pytest.fixture(scope="module")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for mx.test.example and its key."""

@@ -61,6 +61,7 @@ from mxgate.smtp import (
     StartTls,
 )
 from mxgate.smtp.parse import Verb
+from mxgate.smtp.proxy import ProxyHeaderError, read_proxy_header
 from mxgate.smtp.state import State
 from mxgate.spool import Spool, SpoolError, SpoolFullError
 
@@ -133,6 +134,9 @@ class Session(asyncio.Protocol):
         # error sleep; handled first once they are sent.
         self._held: DataEnd | StartTls | ConnectionClosed | None = None
         self._ended = False
+        # While the PROXY header of a trusted proxy is awaited: what came so far.
+        self._proxy_buffer: bytes | None = None
+        self._proxy_timer: asyncio.TimerHandle | None = None
         self.conn = ServerConnection(
             settings.hostname,
             banner=settings.banner,
@@ -151,6 +155,18 @@ class Session(asyncio.Protocol):
         self.client = client_label(None, self.client_ip)
         # No TCP_NODELAY here: asyncio and uvloop set it on every TCP
         # transport (replies are batched per read anyway).
+        proxy = self.settings.proxy
+        if proxy is not None and proxy.expects_header(self.client_ip):
+            # Who the client is comes first, then the greeting (proxy.py).
+            self._proxy_buffer = b""
+            self._proxy_timer = self.loop.call_later(
+                proxy.timeout, self._proxy_failed, "timeout error"
+            )
+            return
+        self._greet()
+
+    def _greet(self) -> None:
+        """The session begins: sign in with the registry, log, greet."""
         if self.registry is not None and not self.registry.admit(self):
             self._ended = True
             return
@@ -164,12 +180,18 @@ class Session(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._ended:
             return
+        if self._proxy_buffer is not None:
+            self._proxy_data(data)
+            return
         self.conn.receive_data(data)
         self._touch()
         if self._busy is None:
             self._process()
 
     def eof_received(self) -> bool | None:
+        if self._proxy_buffer is not None:
+            self._proxy_failed("lost connection")
+            return None
         if not self._ended:
             self.conn.receive_data(b"")
             if self._busy is None:
@@ -179,6 +201,8 @@ class Session(asyncio.Protocol):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._proxy_buffer is not None:
+            self._proxy_failed("lost connection")
         if not self._ended:
             # Reset or gone without a proper end: ServerConnection words it
             # ("lost connection after DATA from ..."). With a commit in flight,
@@ -198,6 +222,49 @@ class Session(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._resume("write")
+
+    # -- the PROXY header of an upstream proxy ------------------------------
+    def _proxy_data(self, data: bytes) -> None:
+        assert self._proxy_buffer is not None
+        buffer = self._proxy_buffer + data
+        try:
+            header = read_proxy_header(buffer)
+        except ProxyHeaderError as error:
+            self._proxy_failed(str(error))
+            return
+        if header is None:
+            self._proxy_buffer = buffer  # read_proxy_header bounds its length
+            return
+        self._proxy_buffer = None
+        if self._proxy_timer is not None:
+            self._proxy_timer.cancel()
+            self._proxy_timer = None
+        if not header.local:
+            # No address (PROXY UNKNOWN, a family other than TCP): "unknown",
+            # which no mynetworks entry matches, rather than the proxy's.
+            self.client_ip = header.client[0] if header.client is not None else "unknown"
+            self.client = client_label(None, self.client_ip)
+        self._greet()
+        rest = buffer[header.length :]
+        if rest:
+            self.data_received(rest)
+
+    def _proxy_failed(self, reason: str) -> None:
+        """No valid header from the proxy: say so in the log, and to whoever is
+        there; the session never began (no "connect from" line)."""
+        if self._proxy_buffer is None:
+            return
+        self._proxy_buffer = None
+        if self._proxy_timer is not None:
+            self._proxy_timer.cancel()
+            self._proxy_timer = None
+        self.log.line("smtpd", f"warning: haproxy read: {reason} from {self.client}")
+        self._ended = True
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            reply = f"421 4.3.0 {self.settings.hostname} Error: no valid PROXY protocol header"
+            transport.write(reply.encode() + b"\r\n")
+            transport.close()
 
     # -- shutting down (called by the listener) -----------------------------
     def shutdown(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
 
 from mxgate.core.decision import RecipientDecision, plan_message
 from mxgate.core.envelope import BodyType, DsnRet, Envelope, Notify
@@ -32,6 +33,28 @@ def shutting_down(hostname: str) -> Reply:
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamProxy:
+    """Postfix's ``smtpd_upstream_proxy_protocol = haproxy``: connections from
+    ``hosts`` (every connection when empty, as with Postfix) must open with a
+    PROXY header within ``timeout`` seconds, and the client is the one it
+    names; connections from anywhere else are clients themselves."""
+
+    timeout: float
+    hosts: tuple[IPv4Network | IPv6Network, ...] = ()
+
+    def expects_header(self, peer: str) -> bool:
+        if not self.hosts:
+            return True
+        try:
+            address = ip_address(peer)
+        except ValueError:
+            return False
+        if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.hosts)
+
+
+@dataclass(frozen=True, slots=True)
 class SessionSettings:
     """What a session needs from the settings (built once in app.py)."""
 
@@ -47,6 +70,8 @@ class SessionSettings:
     # many errors, each reply waits that long (a dictionary attack slows down).
     soft_error_limit: int = 10
     error_sleep_time: float = 1.0
+    # A PROXY protocol header first (smtpd_upstream_proxy_protocol); None: off.
+    proxy: UpstreamProxy | None = None
 
 
 @dataclass(slots=True, init=False)
