@@ -30,11 +30,17 @@ from tests.e2e.gateway import (
     new_messages,
     running_gateway,
     split_received,
+    wait_until,
 )
+from tests.metrics.http import samples
 
 PROXY = "127.0.0.3"
 ELSEWHERE = "someone@elsewhere.example"  # not ours: relayed for mynetworks only
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+METRICS_PORT = free_port()
+REFUSED = ("mxgate_smtpd_refused_connections_total", (("reason", "proxy_header"),))
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +48,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, e2e_database: str) -> Iter
     with running_gateway(
         tmp_path_factory.mktemp("proxy"),
         e2e_database,
+        metrics_listen=f"{INSIDE}:{METRICS_PORT}",
         mynetworks=[f"{INSIDE}/32", f"{PROXY}/32"],
         smtpd_upstream_proxy_protocol="haproxy",
         smtpd_upstream_proxy_hosts=[f"{PROXY}/32"],
@@ -113,6 +120,8 @@ def refused(gateway: Gateway, data: bytes) -> str:
     """What the proxy hears after sending ``data`` (maybe nothing) and no
     valid header: one 421, then the end; returns the warning's reason."""
     mark = gateway.log_size()
+    base = f"http://{INSIDE}:{METRICS_PORT}"
+    counted = samples(base).get(REFUSED, 0)
     with gateway.raw(source=PROXY) as client:
         if data:
             client.send(data)
@@ -122,6 +131,7 @@ def refused(gateway: Gateway, data: bytes) -> str:
     # The session never began.
     warning = gateway.wait_for_log(r"warning: haproxy read: (.*)", since=mark)
     assert "connect from" not in gateway.log(mark)
+    wait_until(lambda: samples(base).get(REFUSED, 0) == counted + 1, timeout=10)
     return warning.group(1)
 
 

@@ -31,7 +31,8 @@ class SmtpCounts:
     commands: Counter[str] = field(default_factory=Counter)  # by verb, as logged
     rejected: Counter[str] = field(default_factory=Counter)  # refused, by verb
     # STARTTLS hand-offs by result ("ok", "failed"); connections turned away
-    # before the greeting, by reason ("client_limit": over the per-client cap).
+    # before the greeting, by reason ("client_limit": over the per-client cap;
+    # "proxy_header": a trusted proxy sent no valid PROXY header).
     tls: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)
     changes: int = 0  # bumped on every change: is a new line worth sending?

@@ -91,7 +91,8 @@ class _GatewayCollector(Collector):
         yield _by_label(
             "mxgate_smtpd_refused_connections",
             "connections turned away before the greeting, by reason"
-            " (client_limit: smtpd_client_connection_count_limit)",
+            " (client_limit: smtpd_client_connection_count_limit;"
+            " proxy_header: no valid PROXY protocol header)",
             "reason",
             smtp.refused,
         )

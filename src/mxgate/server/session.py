@@ -259,6 +259,8 @@ class Session(asyncio.Protocol):
             self._proxy_timer.cancel()
             self._proxy_timer = None
         self.log.line("smtpd", f"warning: haproxy read: {reason} from {self.client}")
+        if self.worker_counts is not None:
+            self.worker_counts.turned_away("proxy_header")
         self._ended = True
         transport = self.transport
         if transport is not None and not transport.is_closing():
