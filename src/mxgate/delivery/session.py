@@ -55,6 +55,7 @@ from mxgate.spool import SpoolError
 
 from .nexthop import Candidate
 from .result import Relay, malformed_reply, queue_file_error, refused_to_talk, stage_of
+from .wakeup import wake
 
 TlsLevel = Literal["none", "may", "encrypt"]
 BODY_CHUNK = 65536
@@ -122,7 +123,7 @@ class _Channel(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.conn.receive_data(data)
-        self._wake(self._waiter)
+        wake(self._waiter)
 
     def eof_received(self) -> bool:
         self._end(None)
@@ -135,14 +136,14 @@ class _Channel(asyncio.Protocol):
         self._end(exc)
         if not self.closed.done():
             self.closed.set_result(None)
-        self._wake(self._drained)
+        wake(self._drained)
 
     def pause_writing(self) -> None:
         self._paused = True
 
     def resume_writing(self) -> None:
         self._paused = False
-        self._wake(self._drained)
+        wake(self._drained)
 
     # -- for the session -------------------------------------------------
 
@@ -151,12 +152,7 @@ class _Channel(asyncio.Protocol):
             self.eof = True
             self.error = exc
             self.conn.receive_data(b"")
-        self._wake(self._waiter)
-
-    @staticmethod
-    def _wake(waiter: asyncio.Future[None] | None) -> None:
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        wake(self._waiter)
 
     def send(self, data: bytes) -> bool:
         """Write ``data``; True when the caller must ``drain`` first before

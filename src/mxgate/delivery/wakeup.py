@@ -16,10 +16,12 @@ from __future__ import annotations
 import asyncio
 
 
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    # Not ``waiter.set_result`` directly: the wait may have ended (rung, or
-    # cancelled) before the timer fires; that is no error.
-    if not waiter.done():
+def wake(waiter: asyncio.Future[None] | None) -> None:
+    """End the wait on ``waiter``, if there is one still going on.
+
+    Not ``waiter.set_result`` directly: the wait may have ended (rung, or
+    cancelled) before a timer or a late event fires; that is no error."""
+    if waiter is not None and not waiter.done():
         waiter.set_result(None)
 
 
@@ -36,7 +38,7 @@ class Doorbell:
         self._rung = True
         waiter = self._waiter
         if waiter is not None:
-            _resolve(waiter)
+            wake(waiter)
 
     def clear(self) -> None:
         self._rung = False
@@ -50,7 +52,7 @@ class Doorbell:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiter = waiter
-        timer = loop.call_later(timeout, _resolve, waiter)
+        timer = loop.call_later(timeout, wake, waiter)
         try:
             await waiter
         finally:
@@ -63,7 +65,7 @@ async def sleep(seconds: float) -> None:
     coroutine and callback (one future, one timer)."""
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] = loop.create_future()
-    timer = loop.call_later(seconds, _resolve, waiter)
+    timer = loop.call_later(seconds, wake, waiter)
     try:
         await waiter
     finally:
