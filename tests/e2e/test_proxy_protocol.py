@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import GatewayFactory
 from tests.e2e.gateway import (
     HOSTNAME,
     INSIDE,
@@ -266,3 +267,29 @@ def test_a_real_haproxy_in_front(gateway: Gateway, haproxy: str, tmp_path: Path,
         process.terminate()
         output = process.communicate(timeout=10)[0].decode(errors="replace")
     assert process.returncode in (0, 143, -15), output
+
+
+def test_the_per_client_cap_counts_the_clients_not_the_proxy(
+    start_gateway: GatewayFactory,
+) -> None:
+    # Every connection comes from the proxy; the cap must apply to each
+    # client it carries, or one busy client (or the proxy itself) would
+    # lock out everyone behind it.
+    gateway = start_gateway(
+        smtpd_upstream_proxy_protocol="haproxy",
+        smtpd_upstream_proxy_hosts=[f"{PROXY}/32"],
+        smtpd_client_connection_count_limit=1,
+    )
+    first, second, third = (gateway.raw(source=PROXY) for _ in range(3))
+    try:
+        first.send(v1("192.0.2.7", 40001))
+        assert first.reply().code == 220
+        second.send(v1("192.0.2.8", 40002))
+        assert second.reply().code == 220  # another client: its own count
+        third.send(v1("192.0.2.7", 40003))
+        [refused] = third.replies_until_close()
+        assert refused.code == 421
+        assert refused.text.endswith("Error: too many connections from 192.0.2.7")
+    finally:
+        for client in (first, second, third):
+            client.close()
