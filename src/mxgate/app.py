@@ -234,6 +234,7 @@ def session_settings(config: MxgateConfig) -> SessionSettings:
         policy=routing_policy(config),
         tls=tls,
         proxy=upstream_proxy(config),
+        xclient_hosts=config.smtpd_authorized_xclient_hosts,
     )
 
 

@@ -280,6 +280,7 @@ class MxgateConfig:
     smtpd_upstream_proxy_protocol: str = ""
     smtpd_upstream_proxy_timeout: int = 5
     smtpd_upstream_proxy_hosts: tuple[Network, ...] = ()
+    smtpd_authorized_xclient_hosts: tuple[Network, ...] = ()
     hopcount_limit: int = 50
     workers: int = 0
     # Queue and delivery.
@@ -395,6 +396,9 @@ SETTINGS: dict[str, Setting] = {
     "smtpd_upstream_proxy_timeout": Setting(_proxy_timeout, "time allowed for the PROXY header"),
     "smtpd_upstream_proxy_hosts": Setting(
         parse_networks, "proxies whose PROXY header is awaited (empty: every client's)"
+    ),
+    "smtpd_authorized_xclient_hosts": Setting(
+        parse_networks, "clients that may say who the client is with XCLIENT (CIDR list)"
     ),
     "hopcount_limit": Setting(parse_int, "Received: headers before a message is a loop"),
     "workers": Setting(parse_int, "SMTP worker processes (0: one per core less one, at least one)"),

@@ -45,6 +45,7 @@ RECEIVE_PATH: tuple[str, ...] = (
     "mxgate.smtp.replies",
     "mxgate.smtp.server",
     "mxgate.smtp.state",
+    "mxgate.smtp.xclient",
     "mxgate.server.headers",
     "mxgate.server.listener",
     "mxgate.server.recipients",

@@ -89,6 +89,7 @@ def test_database_url_from_environment() -> None:
         ('smtpd_upstream_proxy_protocol = "nginx"\n', "'nginx' is not haproxy"),
         ('smtpd_upstream_proxy_timeout = "0s"\n', "must be at least 1s"),
         ('smtpd_upstream_proxy_hosts = ["proxy"]\n', "'proxy' is not an address or CIDR"),
+        ('smtpd_authorized_xclient_hosts = "10.0.0.0/33"\n', "bad value for 'smtpd_authorized_x"),
     ],
 )
 def test_bad_files_name_file_key_and_reason(tmp_path: Path, text: str, expected: str) -> None:
@@ -262,3 +263,12 @@ def test_upstream_proxy_settings_reach_the_sessions(tmp_path: Path) -> None:
     assert not proxy.expects_header("unknown")
     # No hosts: every connection opens with the header, as with Postfix.
     assert UpstreamProxy(timeout=5.0).expects_header("192.0.2.7")
+
+
+def test_xclient_hosts_reach_the_sessions(tmp_path: Path) -> None:
+    assert not session_settings(load_config(None, environ={}).config).may_xclient("127.0.0.1")
+    path = write(tmp_path, 'smtpd_authorized_xclient_hosts = ["127.0.0.1/32"]\n')
+    settings = session_settings(load_config(path, environ={}).config)
+    assert settings.may_xclient("127.0.0.1")
+    assert settings.may_xclient("::ffff:127.0.0.1")
+    assert not settings.may_xclient("127.0.0.2")

@@ -339,6 +339,18 @@ class Gateway:
         return RawClient(sock)
 
 
+def run_swaks(swaks: str, gateway: Gateway, source: str, *args: str) -> str:
+    """swaks against ``gateway`` from ``source`` with ``args``: its transcript
+    (what it sent and read, and its complaints)."""
+    result = subprocess.run(
+        [swaks, "--server", f"{INSIDE}:{gateway.port}", "--local-interface", source, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result.stdout + result.stderr
+
+
 def wait_gone(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
     """Wait until ``processes`` have exited; those still running after ``timeout``.
 

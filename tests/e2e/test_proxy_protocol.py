@@ -29,6 +29,7 @@ from tests.e2e.gateway import (
     Gateway,
     free_port,
     new_messages,
+    run_swaks,
     running_gateway,
     split_received,
     wait_until,
@@ -68,22 +69,17 @@ def v2_local() -> bytes:
     return V2_SIGNATURE + bytes([0x20, 0x11]) + struct.pack("!H", len(body)) + body
 
 
-def run_swaks(swaks: str, gateway: Gateway, version: int, client: str, to: str) -> str:
+def proxied_swaks(swaks: str, gateway: Gateway, version: int, client: str, to: str) -> str:
     family = "TCP4" if version == 1 else "AF_INET"
-    result = subprocess.run(
-        [
-            swaks,
-            *("--server", f"{INSIDE}:{gateway.port}", "--local-interface", PROXY),
-            *("--proxy-version", str(version), "--proxy-family", family),
-            *("--proxy-source", client, "--proxy-source-port", "40000"),
-            *("--proxy-dest", INSIDE, "--proxy-dest-port", "25"),
-            *("--from", "a@example.org", "--to", to),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    return run_swaks(
+        swaks,
+        gateway,
+        PROXY,
+        *("--proxy-version", str(version), "--proxy-family", family),
+        *("--proxy-source", client, "--proxy-source-port", "40000"),
+        *("--proxy-dest", INSIDE, "--proxy-dest-port", "25"),
+        *("--from", "a@example.org", "--to", to),
     )
-    return result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -91,7 +87,7 @@ def test_the_header_names_the_client_whatever_the_proxy_is_trusted_for(
     gateway: Gateway, swaks: str, version: int
 ) -> None:
     mark = gateway.log_size()
-    out = run_swaks(swaks, gateway, version, OUTSIDE, ELSEWHERE)
+    out = proxied_swaks(swaks, gateway, version, OUTSIDE, ELSEWHERE)
     assert f"554 5.7.1 <{ELSEWHERE}>: Relay access denied" in out, out
     log = gateway.log(mark)
     assert f"connect from unknown[{OUTSIDE}]" in log
@@ -104,7 +100,7 @@ def test_mail_through_the_proxy_carries_the_real_client(
     gateway: Gateway, swaks: str, version: int
 ) -> None:
     before = gateway.messages()
-    out = run_swaks(swaks, gateway, version, OUTSIDE, "james@server1.example.com")
+    out = proxied_swaks(swaks, gateway, version, OUTSIDE, "james@server1.example.com")
     assert "250 2.0.0 Ok: queued as" in out, out
     [(queue_id, queued)] = new_messages(before, gateway).items()
     assert queued.envelope.client_address == OUTSIDE
@@ -113,7 +109,7 @@ def test_mail_through_the_proxy_carries_the_real_client(
 
 
 def test_a_client_in_mynetworks_behind_the_proxy_may_relay(gateway: Gateway, swaks: str) -> None:
-    out = run_swaks(swaks, gateway, 1, INSIDE, ELSEWHERE)
+    out = proxied_swaks(swaks, gateway, 1, INSIDE, ELSEWHERE)
     assert "250 2.1.5 Ok" in out, out
 
 

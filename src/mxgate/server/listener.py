@@ -117,13 +117,15 @@ class Listener:
             return False
         self.sessions.add(session)
         self.client_counts.add(ip)
+        # XCLIENT may rename the client later; the count stays with this one.
+        session.counted_ip = ip
         return True
 
     def forget(self, session: Session) -> None:
         if session not in self.sessions:
             return
         self.sessions.discard(session)
-        self.client_counts.remove(session.client_ip)
+        self.client_counts.remove(session.counted_ip)
 
     async def shutdown(self, grace: float, *, drain: bool = False) -> None:
         """Stop accepting, ask the sessions to end, wait up to ``grace`` seconds

@@ -59,6 +59,7 @@ from mxgate.smtp import (
     Rset,
     ServerConnection,
     StartTls,
+    Xclient,
 )
 from mxgate.smtp.parse import Verb
 from mxgate.smtp.proxy import ProxyHeaderError, read_proxy_header
@@ -109,10 +110,12 @@ class Session(asyncio.Protocol):
         self.spool = spool
         self.log = log
         self.registry = registry
+        self.counted_ip = ""  # the address the registry counts this connection under
         self.worker_counts = counts  # the worker's totals, for metrics
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.client_ip = "unknown"
+        self.client_name: str | None = None  # its host name, when XCLIENT gave one
         self.client = client_label(None, self.client_ip)
         self.helo = ""
         self.esmtp = False
@@ -173,6 +176,8 @@ class Session(asyncio.Protocol):
         self.log.connect(self.client)
         if self.worker_counts is not None:
             self.worker_counts.connected()
+        if self.settings.may_xclient(self.client_ip):
+            self.conn.allow_xclient()
         if self.closing:
             self.conn.close(shutting_down(self.settings.hostname))
         self._process()
@@ -341,6 +346,9 @@ class Session(asyncio.Protocol):
                 _bump(self.failed, verb)
             elif isinstance(event, Quit):
                 _bump(self.counts, "quit")
+            elif isinstance(event, Xclient):
+                _bump(self.counts, "xclient")
+                self._on_xclient(event)
             elif isinstance(event, ConnectionClosed):
                 if conn.errors > soft_limit and self._hold(event, out, errors_before):
                     return
@@ -585,6 +593,22 @@ class Session(asyncio.Protocol):
             self.log.accepted(tx.queue_id, self.client)
         tx.accepted.append((event, decision))
         return decision.reply
+
+    def _on_xclient(self, event: Xclient) -> None:
+        """A trusted front end says who the client is: from now on it is that
+        client for everything (mynetworks, logs, Received:). The per-client
+        cap keeps counting the connection under its real peer."""
+        attributes = event.attributes
+        if "ADDR" in attributes:
+            self.client_ip = attributes["ADDR"] or "unknown"
+        if "NAME" in attributes:
+            self.client_name = attributes["NAME"]
+        self.client = client_label(self.client_name, self.client_ip)
+        if "HELO" in attributes:
+            self.helo = _printable(attributes["HELO"] or "")
+        if "PROTO" in attributes:
+            self.esmtp = attributes["PROTO"] == "ESMTP"
+        self._drop_transaction()
 
     # -- DATA -------------------------------------------------------------
     def _on_data_start(self) -> None:

@@ -43,15 +43,19 @@ class UpstreamProxy:
     hosts: tuple[IPv4Network | IPv6Network, ...] = ()
 
     def expects_header(self, peer: str) -> bool:
-        if not self.hosts:
-            return True
-        try:
-            address = ip_address(peer)
-        except ValueError:
-            return False
-        if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        return any(address in network for network in self.hosts)
+        return not self.hosts or in_networks(peer, self.hosts)
+
+
+def in_networks(ip: str, networks: tuple[IPv4Network | IPv6Network, ...]) -> bool:
+    """``ip`` (text; an IPv4-mapped IPv6 address as its IPv4 form) is in one
+    of ``networks``; False for anything that is not an address."""
+    try:
+        address = ip_address(ip)
+    except ValueError:
+        return False
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,11 @@ class SessionSettings:
     error_sleep_time: float = 1.0
     # A PROXY protocol header first (smtpd_upstream_proxy_protocol); None: off.
     proxy: UpstreamProxy | None = None
+    # Postfix's smtpd_authorized_xclient_hosts: who may send XCLIENT.
+    xclient_hosts: tuple[IPv4Network | IPv6Network, ...] = ()
+
+    def may_xclient(self, client_ip: str) -> bool:
+        return bool(self.xclient_hosts) and in_networks(client_ip, self.xclient_hosts)
 
 
 @dataclass(slots=True, init=False)

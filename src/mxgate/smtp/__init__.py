@@ -27,6 +27,7 @@ from .events import (
     Rset,
     StartTls,
     Vrfy,
+    Xclient,
 )
 from .server import Question, ServerConnection
 from .state import State
@@ -55,4 +56,5 @@ __all__ = [
     "StartTls",
     "State",
     "Vrfy",
+    "Xclient",
 ]

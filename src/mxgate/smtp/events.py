@@ -195,6 +195,19 @@ class Vrfy:
 
 
 @dataclass(frozen=True, slots=True)
+class Xclient:
+    """XCLIENT from a client allowed to send it, its attributes valid: a new
+    greeting is queued and the session starts over (EHLO again). The caller
+    takes the attributes as the client's own from now on.
+
+    ``address``: the client's IP address; ``name``: its host name; both
+    None for ``[UNAVAILABLE]``/``[TEMPUNAVAIL]``, and absent keys keep their
+    values. ``helo`` and ``protocol`` ("SMTP" or "ESMTP") likewise."""
+
+    attributes: dict[str, str | None]
+
+
+@dataclass(frozen=True, slots=True)
 class StartTls:
     """STARTTLS accepted and ``220 2.0.0 Ready to start TLS`` queued.
 
@@ -244,6 +257,7 @@ Event = (
     | DataEnd
     | DataRejected
     | Rset
+    | Xclient
     | Noop
     | Vrfy
     | StartTls

@@ -56,6 +56,7 @@ class Verb(enum.Enum):
     HELP = "HELP"
     STARTTLS = "STARTTLS"
     AUTH = "AUTH"
+    XCLIENT = "XCLIENT"
     FORBIDDEN = "FORBIDDEN"  # HTTP verbs: another protocol is talking to us
     UNKNOWN = "UNKNOWN"
 
@@ -145,6 +146,7 @@ _ARGUMENT_REQUIRED = {
     Verb.HELO: "HELO hostname",
     Verb.EHLO: "EHLO hostname",
     Verb.VRFY: "VRFY address",
+    Verb.XCLIENT: "XCLIENT attribute=value...",
 }
 _ARGUMENT_FORBIDDEN = {Verb.DATA: "DATA", Verb.RSET: "RSET", Verb.STARTTLS: "STARTTLS"}
 

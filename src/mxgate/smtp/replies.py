@@ -37,13 +37,37 @@ def helo(hostname: str) -> Reply:
     return Reply(250, "", hostname)
 
 
-def ehlo(hostname: str, *, size_limit: int, starttls: bool) -> Reply:
-    """The EHLO answer, keywords in Postfix's order (without VRFY/ETRN/AUTH)."""
+def ehlo(hostname: str, *, size_limit: int, starttls: bool, xclient: bool = False) -> Reply:
+    """The EHLO answer, keywords in Postfix's order (without VRFY/ETRN/AUTH);
+    XCLIENT only to the clients allowed to use it, as Postfix does."""
     lines = [hostname, "PIPELINING", f"SIZE {size_limit}" if size_limit else "SIZE"]
     if starttls:
         lines.append("STARTTLS")
+    if xclient:
+        lines.append("XCLIENT " + " ".join(XCLIENT_ATTRIBUTES))
     lines += ["ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8"]
     return Reply(250, "", "\n".join(lines))
+
+
+# Postfix's XCLIENT attributes, in its order. NAME, ADDR, PROTO and HELO
+# change who the client is; the others are checked and kept for nothing here
+# (no AUTH, one service per address), so that front ends that send them work.
+XCLIENT_ATTRIBUTES = (
+    "NAME",
+    "ADDR",
+    "PORT",
+    "PROTO",
+    "HELO",
+    "REVERSE_NAME",
+    "LOGIN",
+    "DESTADDR",
+    "DESTPORT",
+)
+XCLIENT_DENIED = Reply(550, "5.7.0", "Error: insufficient authorization")
+
+
+def bad_xclient(what: str) -> Reply:
+    return Reply(501, "5.5.4", f"Bad XCLIENT {what}")
 
 
 def timeout(hostname: str) -> Reply:

@@ -47,6 +47,7 @@ from .events import (
     Rset,
     StartTls,
     Vrfy,
+    Xclient,
     _NeedData,
 )
 from .outbox import Hangup, Outbox
@@ -61,6 +62,7 @@ from .parse import (
     parse_rcpt,
 )
 from .state import COMMAND_STATES, TRANSITIONS, Internal, State, Step
+from .xclient import parse_xclient
 
 Question = MailFrom | RcptTo | DataEnd
 _Handler = Callable[["ServerConnection", Command, Step], Event | None]
@@ -94,6 +96,8 @@ class ServerConnection:
         self._state = State.GREETED
         self._in = ReceiveBuffer()
         self._out = Outbox(hostname, hard_error_limit, junk_command_limit)
+        self._banner = banner
+        self._xclient = False  # the caller allows this client XCLIENT
         self._out.put(replies.greeting(hostname, banner))
         self._question: Question | None = None
         self._step: Step | None = None
@@ -202,6 +206,11 @@ class ServerConnection:
         self._tls_active = True
         self._in.clear()
 
+    def allow_xclient(self) -> None:
+        """This client may send XCLIENT (Postfix's smtpd_authorized_xclient_hosts:
+        the caller decides); EHLO then offers it."""
+        self._xclient = True
+
     def timed_out(self) -> None:
         """The peer stayed silent longer than ``want_timer``: queue
         ``421 4.4.2 <hostname> Error: timeout exceeded`` and close."""
@@ -235,7 +244,14 @@ class ServerConnection:
         self._state = step.accepted
         if extended:
             starttls = self._tls_available and not self._tls_active
-            self._reply(replies.ehlo(self.hostname, size_limit=self._size_limit, starttls=starttls))
+            self._reply(
+                replies.ehlo(
+                    self.hostname,
+                    size_limit=self._size_limit,
+                    starttls=starttls,
+                    xclient=self._xclient,
+                )
+            )
         else:
             self._reply(replies.helo(self.hostname))
         return Helo(cmd.arg, extended)
@@ -296,6 +312,19 @@ class ServerConnection:
         # after STARTTLS was sent in plaintext; it must never be executed.
         self._in.clear()
         return StartTls()
+
+    def _on_xclient(self, cmd: Command, step: Step) -> Event | None:
+        if not self._xclient:
+            return self._refuse(cmd.name, replies.XCLIENT_DENIED)
+        attributes = parse_xclient(cmd.arg)
+        if isinstance(attributes, Reply):
+            return self._refuse(cmd.name, attributes)
+        # As after STARTTLS, the session starts over; unlike it, with a new
+        # greeting (Postfix's behaviour, which XCLIENT clients expect).
+        self._state = step.accepted
+        self._smtputf8 = False
+        self._reply(replies.greeting(self.hostname, self._banner))
+        return Xclient(attributes)
 
     def _on_quit(self, cmd: Command, step: Step) -> Event | None:
         self._reply(replies.BYE)
@@ -390,6 +419,7 @@ _HANDLERS: dict[Verb, _Handler] = {
     Verb.HELP: ServerConnection._on_help,
     Verb.STARTTLS: ServerConnection._on_starttls,
     Verb.AUTH: ServerConnection._on_refused,
+    Verb.XCLIENT: ServerConnection._on_xclient,
     Verb.FORBIDDEN: ServerConnection._on_forbidden,
     Verb.UNKNOWN: ServerConnection._on_refused,
 }
@@ -398,5 +428,5 @@ _HANDLERS: dict[Verb, _Handler] = {
 _REFUSALS: dict[Verb, Reply] = {
     Verb.EXPN: replies.NOT_IMPLEMENTED,  # reveals nothing, like VRFY
     Verb.AUTH: replies.AUTH_DISABLED,  # no submission on an MX
-    Verb.UNKNOWN: replies.UNRECOGNIZED,  # BDAT, ETRN, XCLIENT... included
+    Verb.UNKNOWN: replies.UNRECOGNIZED,  # BDAT, ETRN... included
 }

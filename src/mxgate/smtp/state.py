@@ -18,6 +18,7 @@ The sequence (RFC 5321 4.1.4, 3.3; RFC 3207 4.2; RFC 2920 3.1):
                                             +--RCPT refused--> RCPT_REFUSED   |
     READY <------------------- end of data (any answer) ----------------------+
     READY --STARTTLS--> TLS --handshake done--> GREETED (client must EHLO again)
+    GREETED/READY --XCLIENT--> GREETED (a new greeting; EHLO again)
     any --QUIT--> CLOSED;  HELO/EHLO/RSET in a transaction --> READY
 
 RCPT_REFUSED exists so that DATA after recipients that were all refused
@@ -92,6 +93,7 @@ _IN_TRANSACTION: dict[Trigger, Step | Reply] = {
     Verb.EHLO: _go(State.READY),
     Verb.MAIL: replies.NESTED_MAIL,
     Verb.STARTTLS: replies.IN_TRANSACTION,
+    Verb.XCLIENT: replies.IN_TRANSACTION,
     Verb.RSET: _go(State.READY),
 }
 
@@ -105,6 +107,7 @@ TRANSITIONS: dict[State, dict[Trigger, Step | Reply]] = {
             Verb.RCPT: replies.NEED_MAIL,
             Verb.DATA: replies.NEED_RCPT,
             Verb.STARTTLS: replies.NEED_HELO,
+            Verb.XCLIENT: _go(State.GREETED),
             Verb.RSET: _go(State.GREETED),
         },
     ),
@@ -117,6 +120,7 @@ TRANSITIONS: dict[State, dict[Trigger, Step | Reply]] = {
             Verb.RCPT: replies.NEED_MAIL,
             Verb.DATA: replies.NEED_RCPT,
             Verb.STARTTLS: _go(State.TLS),
+            Verb.XCLIENT: _go(State.GREETED),
             Verb.RSET: _go(State.READY),
         },
     ),
