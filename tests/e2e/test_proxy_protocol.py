@@ -41,7 +41,6 @@ ELSEWHERE = "someone@elsewhere.example"  # not ours: relayed for mynetworks only
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 
 
-METRICS_PORT = free_port()
 REFUSED = ("mxgate_smtpd_refused_connections_total", (("reason", "proxy_header"),))
 
 
@@ -50,7 +49,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, e2e_database: str) -> Iter
     with running_gateway(
         tmp_path_factory.mktemp("proxy"),
         e2e_database,
-        metrics_listen=f"{INSIDE}:{METRICS_PORT}",
+        metrics_listen=f"{INSIDE}:{free_port()}",
         mynetworks=[f"{INSIDE}/32", f"{PROXY}/32"],
         smtpd_upstream_proxy_protocol="haproxy",
         smtpd_upstream_proxy_hosts=[f"{PROXY}/32"],
@@ -117,7 +116,7 @@ def refused(gateway: Gateway, data: bytes) -> str:
     """What the proxy hears after sending ``data`` (maybe nothing) and no
     valid header: one 421, then the end; returns the warning's reason."""
     mark = gateway.log_size()
-    base = f"http://{INSIDE}:{METRICS_PORT}"
+    base = f"http://{gateway.settings['metrics_listen']}"
     counted = samples(base).get(REFUSED, 0)
     with gateway.raw(source=PROXY) as client:
         if data:
