@@ -105,6 +105,7 @@ def test_not_inside_a_transaction() -> None:
     [
         ("", "501 5.5.4 Syntax: XCLIENT attribute=value..."),
         ("USER=alice", "501 5.5.4 Bad XCLIENT attribute name: USER"),
+        ("N\u00c4ME=x", "501 5.5.4 Bad XCLIENT attribute name: ?"),
         ("DESTADDR=here", "501 5.5.4 Bad XCLIENT DESTADDR syntax"),
         ("ADDR", "501 5.5.4 Bad XCLIENT attribute name: ADDR"),
         ("ADDR=192.0.2.777", "501 5.5.4 Bad XCLIENT ADDR syntax"),

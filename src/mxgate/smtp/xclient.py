@@ -36,7 +36,9 @@ def parse_xclient(arg: str) -> dict[str, str | None] | Reply:
         name, equals, raw = item.partition("=")
         name = name.upper()
         if not equals or name not in replies.XCLIENT_ATTRIBUTES:
-            return replies.bad_xclient(f"attribute name: {name[:32]}")
+            # Echoed as Postfix does, but only what cannot break the reply.
+            shown = name[:32] if name.isascii() and name.replace("_", "").isalnum() else "?"
+            return replies.bad_xclient(f"attribute name: {shown}")
         try:
             value = decode_xtext(raw)
         except ValueError:
