@@ -66,19 +66,24 @@ class RoutingPolicy:
     smtpd_recipient_limit: int = 1000
 
     def is_trusted(self, client: IPAddress | str | None) -> bool:
-        """Is the client in ``mynetworks``? An unknown or unparsable client
-        is not. An IPv4-mapped IPv6 client counts as its IPv4 address."""
-        ip = _as_ip(client)
-        if ip is None:
-            return False
-        if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self.mynetworks)
+        """Is the client in ``mynetworks``? (``in_networks``)"""
+        return in_networks(client, self.mynetworks)
 
     def is_own_address(self, ip: IPAddress) -> bool:
         if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
         return ip in self.local_addresses
+
+
+def in_networks(client: IPAddress | str | None, networks: tuple[IPNetwork, ...]) -> bool:
+    """Is the client in one of ``networks``? An unknown or unparsable client
+    is not. An IPv4-mapped IPv6 client counts as its IPv4 address."""
+    ip = _as_ip(client)
+    if ip is None:
+        return False
+    if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in networks)
 
 
 def _as_ip(client: IPAddress | str | None) -> IPAddress | None:

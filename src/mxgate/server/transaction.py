@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass, field
-from ipaddress import IPv4Network, IPv6Address, IPv6Network, ip_address
+from ipaddress import IPv4Network, IPv6Network
 
 from mxgate.core.decision import RecipientDecision, plan_message
 from mxgate.core.envelope import BodyType, DsnRet, Envelope, Notify
 from mxgate.core.reply import Reply
-from mxgate.core.routing import RoutingPolicy
+from mxgate.core.routing import RoutingPolicy, in_networks
 from mxgate.server.headers import HeaderScanner
 from mxgate.server.recipients import envelope_recipients
 from mxgate.smtp import MailFrom, RcptTo
@@ -44,18 +44,6 @@ class UpstreamProxy:
 
     def expects_header(self, peer: str) -> bool:
         return not self.hosts or in_networks(peer, self.hosts)
-
-
-def in_networks(ip: str, networks: tuple[IPv4Network | IPv6Network, ...]) -> bool:
-    """``ip`` (text; an IPv4-mapped IPv6 address as its IPv4 form) is in one
-    of ``networks``; False for anything that is not an address."""
-    try:
-        address = ip_address(ip)
-    except ValueError:
-        return False
-    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return any(address in network for network in networks)
 
 
 @dataclass(frozen=True, slots=True)
