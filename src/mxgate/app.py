@@ -313,4 +313,5 @@ def master_settings(config: MxgateConfig, dsn: str) -> MasterSettings:
         maillog_file=config.maillog_file,
         syslog_facility=syslog_facility(config),
         syslog_socket=config.syslog_socket,
+        delivery_nice=config.delivery_nice,
     )

@@ -283,6 +283,7 @@ class MxgateConfig:
     smtpd_authorized_xclient_hosts: tuple[Network, ...] = ()
     hopcount_limit: int = 50
     workers: int = 0
+    delivery_nice: int = 10
     # Queue and delivery.
     spool_dir: str = "var/spool"
     maximal_queue_lifetime: int = 5 * 86400
@@ -346,6 +347,13 @@ def _proxy_timeout(value: object) -> int:
     return seconds
 
 
+def _nice(value: object) -> int:
+    increment = parse_int(value)
+    if increment > 19:
+        raise ValueError("must be at most 19 (the range of nice values)")
+    return increment
+
+
 def _facility(value: object) -> str:
     text = parse_str(value).lower()
     if text:
@@ -402,6 +410,9 @@ SETTINGS: dict[str, Setting] = {
     ),
     "hopcount_limit": Setting(parse_int, "Received: headers before a message is a loop"),
     "workers": Setting(parse_int, "SMTP worker processes (0: one per core less one, at least one)"),
+    "delivery_nice": Setting(
+        _nice, "how much lower the queue manager's CPU priority is than the workers' (0-19)"
+    ),
     "spool_dir": Setting(parse_str, "queue directory"),
     "maximal_queue_lifetime": Setting(parse_duration, "time in queue before a bounce"),
     "bounce_queue_lifetime": Setting(parse_duration, "time in queue for a bounce"),

@@ -26,6 +26,11 @@ With ``--clients FD:ROW:ROWS`` a worker gets a row of the connection counts
 all workers share (client_counts.py) for the per-client cap; the row is
 cleared when the worker has exited.
 
+Workers are started from a thread of the supervisor's own, made with it:
+they get the CPU priority the master had then, whatever priority the master's
+loop takes afterwards (the queue manager lowers its own, ``delivery_nice``;
+on Linux the nice value belongs to a thread and what it starts).
+
 Under systemd (``Type=notify``) it says when serve is ready, reloading and
 stopping, and keeps the unit's watchdog fed while its loop turns (sdnotify.py).
 
@@ -40,6 +45,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from mxgate import sdnotify
 from mxgate.client_counts import ClientTable
@@ -95,6 +101,14 @@ class Supervisor:
         self._ready: dict[int, asyncio.Future[bool]] = {}
         self._channels: dict[int, socket.socket] = {}
         self._buffers: dict[int, tuple[bytearray, asyncio.Future[bool]]] = {}
+        # One thread, made now (an executor makes its thread at the first
+        # task): it keeps the priority of the thread that made the supervisor.
+        self._spawner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mxgate-spawn")
+        self._spawner.submit(int).result()
+
+    def close(self) -> None:
+        """Let the spawning thread go (the workers are stopped by ``run``)."""
+        self._spawner.shutdown(wait=True)
 
     def _spawn(self, slot: int) -> subprocess.Popen[bytes]:
         ours, theirs = socket.socketpair()  # neither end is inherited by default
@@ -109,7 +123,8 @@ class Supervisor:
             shared = ["--clients", f"{table.fd}:{row}:{table.rows}"]
             inherit = [table.fd]
         try:
-            proc = subprocess.Popen(
+            proc = self._spawner.submit(
+                subprocess.Popen[bytes],
                 [
                     *self.command,
                     "--master-fd",
@@ -120,7 +135,7 @@ class Supervisor:
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 pass_fds=(theirs.fileno(), *listening, *inherit),
-            )
+            ).result()
         except BaseException:
             ours.close()
             if table is not None and row is not None:

@@ -90,6 +90,8 @@ def test_database_url_from_environment() -> None:
         ('smtpd_upstream_proxy_timeout = "0s"\n', "must be at least 1s"),
         ('smtpd_upstream_proxy_hosts = ["proxy"]\n', "'proxy' is not an address or CIDR"),
         ('smtpd_authorized_xclient_hosts = "10.0.0.0/33"\n', "bad value for 'smtpd_authorized_x"),
+        ("delivery_nice = 20\n", "must be at most 19"),
+        ("delivery_nice = -5\n", "must not be negative"),
     ],
 )
 def test_bad_files_name_file_key_and_reason(tmp_path: Path, text: str, expected: str) -> None:

@@ -3,6 +3,7 @@ SIGTERM with a session in the middle of a transaction."""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import smtplib
@@ -183,6 +184,34 @@ def test_workers_0_starts_one_per_usable_core_less_one(start_gateway: GatewayFac
     assert len(gateway.worker_processes()) == expected
     said = f"with {expected} worker(s) (workers = 0: {cores} usable core(s) less one)"
     assert said in gateway.log()
+
+
+def test_the_queue_manager_runs_at_a_lower_priority_than_the_workers(
+    start_gateway: GatewayFactory,
+) -> None:
+    """delivery_nice lowers the master's loop (the queue manager) alone: the
+    workers, those started first and one restarted after a crash, keep the
+    priority the gateway was started with."""
+    started_with = os.getpriority(os.PRIO_PROCESS, 0)  # the gateway inherits ours
+    gateway = start_gateway(workers=2, delivery_nice=7)
+    assert psutil.Process(gateway.pid).nice() == min(19, started_with + 7)
+    workers = gateway.worker_processes()
+    assert [worker.nice() for worker in workers] == [started_with, started_with]
+    mark = gateway.log_size()
+    workers[0].kill()
+    gateway.wait_for_log(r"warning: worker \d+ exited with status -9; restarting it", mark)
+    deadline = time.monotonic() + 30
+    while len(gateway.worker_pids() - {workers[0].pid}) < 2:
+        assert time.monotonic() < deadline, gateway.log(mark)
+        time.sleep(0.05)
+    again = gateway.worker_processes()
+    assert workers[0].pid not in {worker.pid for worker in again}
+    assert [worker.nice() for worker in again] == [started_with, started_with]
+    # Mail still goes through both sides.
+    before = gateway.messages()
+    with gateway.smtp(OUTSIDE) as client:
+        client.sendmail("a@example.org", ["james@server1.example.com"], b"Subject: x\r\n\r\n")
+    assert len(new_messages(before, gateway)) == 1
 
 
 # -- SIGHUP -------------------------------------------------------------------------

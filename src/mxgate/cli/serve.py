@@ -157,6 +157,7 @@ def serve(config: ConfigOption = None) -> None:
         try:
             code = _run(run_master(master_settings(cfg, dsn), supervisor))
         finally:
+            supervisor.close()
             sockets.close()
             if clients is not None:
                 clients.close()
