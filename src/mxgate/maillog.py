@@ -146,7 +146,8 @@ class MailLog:
         stream: LogStream | None = None,
         syslog: SyslogSocket | None = None,
     ) -> None:
-        self.myhostname = myhostname.split(".", 1)[0] or myhostname
+        self.myhostname = ""
+        self.rename(myhostname)
         self.stream: LogStream | None = stream
         if stream is None and syslog is None:
             self.stream = sys.stderr
@@ -156,6 +157,10 @@ class MailLog:
         self._flush_scheduled = False
         self._stamp_second = -1
         self._stamp = ""
+
+    def rename(self, myhostname: str) -> None:
+        """The host field of the lines from now on: myhostname's first label."""
+        self.myhostname = myhostname.split(".", 1)[0] or myhostname
 
     def line(self, service: str, text: str, now: float | None = None) -> None:
         when = time.time() if now is None else now

@@ -17,7 +17,8 @@ import gc
 import os
 import signal
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from mxgate.core.routing import RoutingPolicy
@@ -75,7 +76,53 @@ def lower_thread_priority(increment: int) -> int:
     return target
 
 
-async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
+# What a reload cannot change in a running master: where it keeps its state,
+# listens and logs, and the database it follows. A change waits for a restart,
+# with a warning, and the master keeps the value it started with. Each field
+# with the setting (mxgate.toml) it comes from.
+RESTART_ONLY: dict[str, str] = {
+    "dsn": "database_url",
+    "cache_path": "state_dir",
+    "pid_file": "state_dir",
+    "srs_cache_path": "state_dir",
+    "reload_interval": "snapshot_reload_interval",
+    "spool_dir": "spool_dir",
+    "change_log_retention": "change_log_retention",
+    "metrics_listen": "metrics_listen",
+    "maillog_file": "maillog_file",
+    "syslog_facility": "syslog_facility",
+    "syslog_socket": "syslog_socket",
+}
+
+
+def reload_plan(
+    current: MasterSettings, new: MasterSettings, srs_keys: bool
+) -> tuple[MasterSettings, list[str]]:
+    """What a reload applies: ``new`` less what only a restart can change,
+    and the settings (as mxgate.toml names them) that wait for the restart.
+    ``srs_keys``: the master follows the SRS keys (SRS was on at start)."""
+    kept = {
+        field.name
+        for field in fields(MasterSettings)
+        if field.name in RESTART_ONLY and getattr(new, field.name) != getattr(current, field.name)
+    }
+    waiting = {RESTART_ONLY[name] for name in kept}
+    if new.srs is not None and not srs_keys:
+        kept.add("srs")  # turning SRS on needs the keys, followed from the start
+        waiting.add("srs_enabled")
+    if new.delivery_nice < current.delivery_nice:
+        kept.add("delivery_nice")  # a thread cannot raise its own priority again
+        waiting.add("delivery_nice")
+    return replace(new, **{name: getattr(current, name) for name in kept}), sorted(waiting)
+
+
+async def run_master(
+    settings: MasterSettings,
+    supervisor: Supervisor,
+    reread: Callable[[], MasterSettings] | None = None,
+) -> int:
+    """``reread``: the settings as the file says now (on SIGHUP, once the
+    supervisor accepted them); None: the master keeps those it started with."""
     lower_thread_priority(settings.delivery_nice)
     log, logfile = open_mail_log(
         settings.hostname, settings.maillog_file, settings.syslog_facility, settings.syslog_socket
@@ -110,7 +157,10 @@ async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
     gc.freeze()
     fewer_young_collections()
 
+    current = [settings]  # replaced whole by a reload
+
     def srs_context(now: float) -> SrsContext | None:
+        srs = current[0].srs
         return SrsContext(srs, keys.ring, now) if srs and keys else None
 
     resolver = DnsResolver(list(settings.nameservers) or None, port=settings.dns_port)
@@ -148,6 +198,30 @@ async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
                 size = (settings.spool_dir / "journal" / segment).stat().st_size
                 journal_tick(segment, size, True)
 
+    def reconfigure() -> None:
+        if reread is None:
+            return
+        try:
+            new = reread()
+        except Exception as exc:  # the file changed again since the check
+            log.line("master", f"warning: reload: the queue manager keeps its settings: {exc}")
+            return
+        applied, waiting = reload_plan(current[0], new, keys is not None)
+        if applied.delivery_nice > current[0].delivery_nice:
+            lower_thread_priority(applied.delivery_nice - current[0].delivery_nice)
+        if (applied.nameservers, applied.dns_port) != (current[0].nameservers, current[0].dns_port):
+            courier.resolver = DnsResolver(list(applied.nameservers) or None, port=applied.dns_port)
+        courier.reconfigure(applied.courier)
+        manager.reconfigure(applied.policy, applied.scheduler)
+        log.rename(applied.hostname)
+        current[0] = applied
+        if waiting:
+            log.line(
+                "master",
+                f"warning: reload: {', '.join(waiting)} changed: restart mxgate serve to apply",
+            )
+
+    supervisor.on_settings = reconfigure
     supervisor.on_journal = journal_tick
     supervisor.on_worker_gone = worker_gone
     settings.pid_file.parent.mkdir(parents=True, exist_ok=True)
@@ -188,7 +262,7 @@ async def run_master(settings: MasterSettings, supervisor: Supervisor) -> int:
     finally:
         stop.set()
         published[0] = replace(published[0], stopping=True, workers_ready=0)
-        _done, pending = await asyncio.wait({deliveries}, timeout=settings.delivery_grace)
+        _done, pending = await asyncio.wait({deliveries}, timeout=current[0].delivery_grace)
         for task in pending:
             task.cancel()
         for task in list(manager.in_flight.values()):

@@ -88,6 +88,9 @@ class Supervisor:
         self.on_counts: Callable[[bytes], object] | None = None
         # Called on SIGHUP before the new workers start (the master reopens its log).
         self.on_reload: Callable[[], None] | None = None
+        # Called on SIGHUP once ``check_reload`` accepted the new settings, before
+        # the new workers start (the master takes up its own settings).
+        self.on_settings: Callable[[], None] | None = None
         self._segments: dict[int, set[str]] = {}  # journal segments per worker
         self.command = list(command)
         self.count = count
@@ -326,6 +329,8 @@ class Supervisor:
             if problem is not None:
                 self.log(f"warning: reload refused, keeping the running workers: {problem}")
                 return
+        if self.on_settings is not None:
+            self.on_settings()
         old = self.workers
         self.workers = {}
         for slot in range(self.count):

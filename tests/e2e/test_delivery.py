@@ -194,3 +194,44 @@ def test_pflogsumm_reads_the_mail_log(
     assert totals == {"received": 2, "delivered": 3, "rejected": 1, "bounced": 0}, report
     assert "Relay access denied (total: 1)" in report
     assert "Warnings: none" in report and "Fatal Errors: none" in report
+
+
+def test_sighup_gives_the_queue_manager_its_new_settings(
+    delivering_gateway: Gateway, peers: tuple[ThreadedPeer, ThreadedPeer]
+) -> None:
+    """As ``postfix reload`` does for qmgr and smtp: a new relayhost and a new
+    recipient limit apply to the next deliveries; a setting only a restart
+    can change is named in a warning."""
+    mailbox, internet = peers
+    gateway = delivering_gateway
+    both = ["james@server1.example.com", "david@server1.example.com"]
+    before = b"Subject: before\r\nMessage-ID: <reload-1@example.org>\r\n\r\nHello.\r\n"
+    send(gateway, "someone@example.org", both, before)
+    [one] = mailbox.wait_for("<reload-1@example.org>")
+    assert sorted(one.rcpts) == sorted(both)
+    elsewhere = ThreadedPeer(PeerScript(greeting="220 elsewhere.test ESMTP"))
+    try:
+        mark = gateway.log_size()
+        gateway.write_config(
+            relayhost=f"[{INSIDE}]:{elsewhere.port}",
+            default_destination_recipient_limit=1,
+            change_log_retention="1d",
+        )
+        gateway.reload()
+        gateway.wait_for_log(r"reload: new worker\(s\)", mark, timeout=30)
+        gateway.wait_for_log(
+            r"warning: reload: change_log_retention changed: restart mxgate serve to apply", mark
+        )
+        after = b"Subject: after\r\nMessage-ID: <reload-2@example.org>\r\n\r\nHello.\r\n"
+        send(gateway, "someone@example.org", both, after)
+        split = mailbox.wait_for("<reload-2@example.org>", count=2)
+        assert sorted(rcpt for arrived in split for rcpt in arrived.rcpts) == sorted(both)
+        assert all(len(arrived.rcpts) == 1 for arrived in split)
+        # info@ goes to the catch-all's james@example.com, outside: the new relayhost.
+        outside = b"Subject: out\r\nMessage-ID: <reload-3@example.org>\r\n\r\nHello.\r\n"
+        send(gateway, "someone@example.org", ["info@server1.example.com"], outside)
+        [relayed] = elsewhere.wait_for("<reload-3@example.org>")
+        assert relayed.rcpts == ["james@example.com"]
+        assert internet.messages() == []
+    finally:
+        elsewhere.close()

@@ -155,7 +155,13 @@ def serve(config: ConfigOption = None) -> None:
             clients=clients,
         )
         try:
-            code = _run(run_master(master_settings(cfg, dsn), supervisor))
+            code = _run(
+                run_master(
+                    master_settings(cfg, dsn),
+                    supervisor,
+                    reread=lambda: master_settings(load_config(loaded.file).config, dsn),
+                )
+            )
         finally:
             supervisor.close()
             sockets.close()

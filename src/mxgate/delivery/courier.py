@@ -98,6 +98,13 @@ class Courier:
         self.pool = pool or ConnectionPool(config.pool)
         self.warn = warn
 
+    def reconfigure(self, config: CourierConfig) -> None:
+        """Settings read anew (SIGHUP): transactions from now on use them (a
+        connection kept idle meanwhile may still be reused; the pool's limits
+        apply to the next lease)."""
+        self.config = config
+        self.pool.config = config.pool
+
     async def close(self) -> None:
         """Close the idle connections (QUIT)."""
         await self.pool.close()

@@ -118,6 +118,18 @@ class QueueManager:
             spool, settings.bounce, settings.retry, maillog, clock, self._look_at_incoming
         )
 
+    def reconfigure(self, policy: RoutingPolicy, settings: SchedulerSettings) -> None:
+        """Settings read anew (SIGHUP): in force for every decision from now on;
+        a delivery in flight finishes as it began. A shorter queue_run_delay
+        brings the next deferred run forward."""
+        self.policy = policy
+        self.settings = settings
+        self.notices.settings = settings.bounce
+        self.notices.retry = settings.retry
+        self._deferred_scan_at = min(
+            self._deferred_scan_at, self.clock() + settings.queue_run_delay
+        )
+
     def _look_at_incoming(self) -> None:
         self._list_incoming = True
 
