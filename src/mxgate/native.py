@@ -50,6 +50,7 @@ RECEIVE_PATH: tuple[str, ...] = (
     "mxgate.server.listener",
     "mxgate.server.recipients",
     "mxgate.server.session",
+    "mxgate.server.session_log",
     "mxgate.server.transaction",
     "mxgate.maillog",
     # The routing decision at RCPT time.

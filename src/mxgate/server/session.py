@@ -2,7 +2,8 @@
 
 Owns the glue of a session: feeding ``smtp.ServerConnection``, answering its
 questions (MAIL, RCPT, end of DATA) from the routing core and the spool, TLS
-hand-off, the idle timer, shutting down, and the mail log lines of the session.
+hand-off, the idle timer, shutting down, and when the session's mail log lines
+are written (what they say and count is ``session_log``'s).
 
 Shutting down (the listener calls ``shutdown()``): a session waiting for a
 command between transactions answers ``421 4.3.2`` and hangs up at once; one in
@@ -32,6 +33,7 @@ from mxgate.core.srs_keys import SrsContext
 from mxgate.maillog import MailLog, client_label
 from mxgate.metrics.counts import SmtpCounts
 from mxgate.server.headers import received_header
+from mxgate.server.session_log import bump, counted_verb, log_close, log_reject, printable
 from mxgate.server.transaction import (
     BAD_SENDER,
     OK_SENDER,
@@ -61,7 +63,6 @@ from mxgate.smtp import (
     StartTls,
     Xclient,
 )
-from mxgate.smtp.parse import Verb
 from mxgate.smtp.proxy import ProxyHeaderError, read_proxy_header
 from mxgate.smtp.state import State
 from mxgate.spool import Spool, SpoolError, SpoolFullError
@@ -324,30 +325,30 @@ class Session(asyncio.Protocol):
                     return  # committing; _committed goes on from here
                 out.append(conn.send(reply))
             elif isinstance(event, Helo):
-                _bump(self.counts, "ehlo" if event.extended else "helo")
-                self.helo = _printable(event.name)
+                bump(self.counts, "ehlo" if event.extended else "helo")
+                self.helo = printable(event.name)
                 self.esmtp = self.esmtp or event.extended
                 self._drop_transaction()
             elif isinstance(event, DataRejected | Rset):
-                _bump(self.counts, "rset" if isinstance(event, Rset) else "data")
+                bump(self.counts, "rset" if isinstance(event, Rset) else "data")
                 if isinstance(event, DataRejected):
                     self._log_reject("END-OF-MESSAGE", event.reply)
                 self._drop_transaction()
             elif isinstance(event, StartTls):
                 if conn.errors > soft_limit and self._hold(event, out, errors_before):
                     return
-                _bump(self.counts, "starttls")
+                bump(self.counts, "starttls")
                 self._send(b"".join(out) + conn.data_to_send())
                 self._wait(self._start_tls())
                 return
             elif isinstance(event, ProtocolViolation):
-                verb = _counted_verb(event.command)
-                _bump(self.counts, verb)
-                _bump(self.failed, verb)
+                verb = counted_verb(event.command)
+                bump(self.counts, verb)
+                bump(self.failed, verb)
             elif isinstance(event, Quit):
-                _bump(self.counts, "quit")
+                bump(self.counts, "quit")
             elif isinstance(event, Xclient):
-                _bump(self.counts, "xclient")
+                bump(self.counts, "xclient")
                 self._on_xclient(event)
             elif isinstance(event, ConnectionClosed):
                 if conn.errors > soft_limit and self._hold(event, out, errors_before):
@@ -359,7 +360,7 @@ class Session(asyncio.Protocol):
                     self.transport.close()
                 return
             else:
-                _bump(self.counts, type(event).__name__.lower())
+                bump(self.counts, type(event).__name__.lower())
         data = b"".join(out) + conn.data_to_send()
         if conn.errors > soft_limit:  # rare: checked inline
             delay = self._error_delay(errors_before)
@@ -469,7 +470,7 @@ class Session(asyncio.Protocol):
         self._held = None
         if self.conn.state is State.TLS:
             # The protocol waits for the hand-off and takes no input meanwhile.
-            _bump(self.failed, "starttls")
+            bump(self.failed, "starttls")
             self._log_close(ConnectionClosed("lost", "STARTTLS"))
             self._end()
             return
@@ -553,14 +554,14 @@ class Session(asyncio.Protocol):
 
     # -- MAIL and RCPT ----------------------------------------------------
     def _on_mail(self, event: MailFrom) -> Reply:
-        _bump(self.counts, "mail")
+        bump(self.counts, "mail")
         if event.address:
             parsed = parse_path(event.address, smtputf8=event.smtputf8)
             if isinstance(parsed, AddressError):
                 self._log_reject("MAIL", BAD_SENDER, sender=event.address)
                 return BAD_SENDER
             if not parsed.is_qualified:
-                refused = need_fqdn_sender(_printable(event.address))
+                refused = need_fqdn_sender(printable(event.address))
                 self._log_reject("MAIL", refused, sender=event.address)
                 return refused
             if parsed.has_source_route:
@@ -572,7 +573,7 @@ class Session(asyncio.Protocol):
         return OK_SENDER
 
     def _on_rcpt(self, event: RcptTo) -> Reply:
-        _bump(self.counts, "rcpt")
+        bump(self.counts, "rcpt")
         tx = self.tx
         assert tx is not None, "the protocol asks RCPT only inside a transaction"
         decision = decide_recipient(
@@ -605,7 +606,7 @@ class Session(asyncio.Protocol):
             self.client_name = attributes["NAME"]
         self.client = client_label(self.client_name, self.client_ip)
         if "HELO" in attributes:
-            self.helo = _printable(attributes["HELO"] or "")
+            self.helo = printable(attributes["HELO"] or "")
         if "PROTO" in attributes:
             self.esmtp = attributes["PROTO"] == "ESMTP"
         self._drop_transaction()
@@ -649,7 +650,7 @@ class Session(asyncio.Protocol):
     def _on_data_end(self, event: DataEnd) -> Reply | None:
         """The reply to the end of DATA, or None while the spool commits (the
         reply then comes from ``_committed`` or the commit task)."""
-        _bump(self.counts, "data")
+        bump(self.counts, "data")
         tx = self.tx
         assert tx is not None and tx.queue_id is not None
         if tx.failure is None and tx.headers.received > self.settings.hopcount_limit:
@@ -701,7 +702,7 @@ class Session(asyncio.Protocol):
         assert tx.queue_id is not None
         if error is None:
             if tx.headers.message_id:
-                self.log.message_id(tx.queue_id, _printable(tx.headers.message_id))
+                self.log.message_id(tx.queue_id, printable(tx.headers.message_id))
             self.log.queued(tx.queue_id, tx.mail.address, envelope.size, len(envelope.recipients))
             if self.worker_counts is not None:
                 self.worker_counts.accepted(envelope.size)
@@ -754,57 +755,20 @@ class Session(asyncio.Protocol):
         recipient: str | None = None,
         queue_id: str | None = None,
     ) -> None:
-        verb = _REJECT_VERBS.get(stage)
-        if verb is not None:
-            _bump(self.failed, verb)
         if sender is None and self.tx is not None:
             sender = self.tx.mail.address
-        self.log.reject(
+        log_reject(
+            self.log,
+            self.failed,
             stage,
+            reply,
             self.client,
-            f"{reply.code} {reply.enhanced} {reply.text}",
-            _printable(sender) if sender is not None else None,
-            _printable(recipient) if recipient is not None else None,
-            "ESMTP" if self.esmtp else "SMTP",
-            self.helo or None,
+            sender=sender,
+            recipient=recipient,
+            esmtp=self.esmtp,
+            helo=self.helo,
             queue_id=queue_id,
         )
 
     def _log_close(self, event: ConnectionClosed) -> None:
-        if event.reason == "timeout":
-            self.log.timeout(self.client, event.after)
-        elif event.reason == "errors":
-            self.log.too_many_errors(self.client, event.after)
-        elif event.reason == "lost":
-            self.log.line("smtpd", f"lost connection after {event.after} from {self.client}")
-        counts = dict(self.counts)
-        counts["commands"] = sum(self.counts.values())
-        failed = dict(self.failed)
-        failed["commands"] = sum(self.failed.values())
-        self.log.disconnect(self.client, counts, failed)
-        if self.worker_counts is not None:
-            self.worker_counts.session_closed(self.counts, self.failed)
-
-
-def _bump(counts: dict[str, int], key: str) -> None:
-    counts[key] = counts.get(key, 0) + 1
-
-
-# The command a reject line's stage refers to, for the disconnect line's counts.
-_REJECT_VERBS = {"MAIL": "mail", "RCPT": "rcpt", "END-OF-MESSAGE": "data"}
-
-
-# Verbs counted under their own name in the disconnect line and the metrics;
-# anything else a client sends is "unknown" (as Postfix counts it), so that
-# junk verbs can neither lengthen log lines nor make new metric labels.
-_KNOWN_VERBS = frozenset(verb.value.lower() for verb in Verb) - {"forbidden", "unknown"}
-
-
-def _counted_verb(command: str) -> str:
-    verb = command.lower()
-    return verb if verb in _KNOWN_VERBS else "unknown"
-
-
-def _printable(text: str) -> str:
-    """Client-chosen text made safe for one log line."""
-    return "".join(ch if ch.isprintable() else "?" for ch in text)[:300]
+        log_close(self.log, self.worker_counts, self.client, self.counts, self.failed, event)
