@@ -1,12 +1,26 @@
-"""What a reload (SIGHUP) changes in the running master: ``reload_plan``."""
+"""What a reload (SIGHUP) changes in the running master (``reload_plan``),
+and the queue manager's CPU priority (``delivery_nice``)."""
 
 from __future__ import annotations
 
+import errno
+import io
+import os
+import threading
 from dataclasses import replace
+
+import pytest
 
 from mxgate.app import master_settings
 from mxgate.config import load_config
-from mxgate.master import RESTART_ONLY, MasterSettings, reload_plan
+from mxgate.maillog import MailLog
+from mxgate.master import (
+    RESTART_ONLY,
+    MasterSettings,
+    lower_delivery_priority,
+    lower_thread_priority,
+    reload_plan,
+)
 
 DSN = "postgresql://127.0.0.1:5432/mail"
 
@@ -61,3 +75,36 @@ def test_delivery_nice_can_only_grow_while_running() -> None:
     assert applied.delivery_nice == 15 and waiting == []
     applied, waiting = reload_plan(current, replace(current, delivery_nice=5), srs_keys=True)
     assert applied.delivery_nice == 10 and waiting == ["delivery_nice"]
+
+
+def test_a_refused_priority_change_is_logged_not_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A sandbox whose seccomp filter refuses setpriority (EPERM): the master
+    goes on at the workers' priority and says so."""
+    stream = io.StringIO()
+
+    def refuse(_which: int, _who: int, _value: int) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "setpriority", refuse)
+    lower_delivery_priority(10, MailLog("mx.example.net", stream))
+    assert "warning: cannot lower the queue manager's priority: [Errno 1]" in stream.getvalue()
+
+
+def test_the_priority_is_lowered_for_the_calling_thread_alone() -> None:
+    """Run in a thread of its own so that the test process keeps its nice."""
+    seen: dict[str, int] = {}
+
+    def lower() -> None:
+        before = os.getpriority(os.PRIO_PROCESS, 0)
+        seen["expected"] = min(19, before + 3)
+        seen["returned"] = lower_thread_priority(3)
+        seen["after"] = os.getpriority(os.PRIO_PROCESS, 0)
+
+    main_before = os.getpriority(os.PRIO_PROCESS, 0)
+    thread = threading.Thread(target=lower)
+    thread.start()
+    thread.join()
+    assert seen["returned"] == seen["after"] == seen["expected"]
+    assert os.getpriority(os.PRIO_PROCESS, 0) == main_before

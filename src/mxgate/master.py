@@ -28,7 +28,7 @@ from mxgate.delivery.scheduler import QueueManager, SchedulerSettings
 from mxgate.directory import SnapshotHolder, SrsKeyHolder
 from mxgate.directory.memory import fewer_young_collections
 from mxgate.directory.retention import keep_pruning
-from mxgate.maillog import open_mail_log
+from mxgate.maillog import MailLog, open_mail_log
 from mxgate.metrics.counts import SmtpTotals
 from mxgate.metrics.endpoint import GatewayView, MetricsEndpoint
 from mxgate.spool import Spool
@@ -74,6 +74,16 @@ def lower_thread_priority(increment: int) -> int:
     if increment > 0 and target != current:
         os.setpriority(os.PRIO_PROCESS, 0, target)
     return target
+
+
+def lower_delivery_priority(increment: int, log: MailLog) -> None:
+    """``lower_thread_priority`` for the master's loop; where the system
+    refuses (a sandbox that filters setpriority), deliveries keep the
+    workers' priority and the log says so."""
+    try:
+        lower_thread_priority(increment)
+    except OSError as exc:
+        log.line("master", f"warning: cannot lower the queue manager's priority: {exc}")
 
 
 # What a reload cannot change in a running master: where it keeps its state,
@@ -123,10 +133,10 @@ async def run_master(
 ) -> int:
     """``reread``: the settings as the file says now (on SIGHUP, once the
     supervisor accepted them); None: the master keeps those it started with."""
-    lower_thread_priority(settings.delivery_nice)
     log, logfile = open_mail_log(
         settings.hostname, settings.maillog_file, settings.syslog_facility, settings.syslog_socket
     )
+    lower_delivery_priority(settings.delivery_nice, log)
     if logfile is not None:
         supervisor.on_reload = logfile.reopen  # after a rotation that renamed it
     totals = SmtpTotals()
@@ -208,7 +218,7 @@ async def run_master(
             return
         applied, waiting = reload_plan(current[0], new, keys is not None)
         if applied.delivery_nice > current[0].delivery_nice:
-            lower_thread_priority(applied.delivery_nice - current[0].delivery_nice)
+            lower_delivery_priority(applied.delivery_nice - current[0].delivery_nice, log)
         if (applied.nameservers, applied.dns_port) != (current[0].nameservers, current[0].dns_port):
             courier.resolver = DnsResolver(list(applied.nameservers) or None, port=applied.dns_port)
         courier.reconfigure(applied.courier)
