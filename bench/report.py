@@ -744,7 +744,8 @@ def markdown(results: dict[str, Any], chart: Path, results_file: Path) -> str:
         " accounting), `bench/loadgen.py` (the load client), `bench/placement.py` and"
         " `bench/floor.py` (one session at a time, by CPU placement), `bench/report.py`"
         " (this file and the chart), `bench/postfix/` (the reference's configuration),"
-        f" `{results_file}` (every run, raw)."
+        f" `{results_file}` (every run, raw); `bench/ab.py` compares values of one"
+        " setting on mxgate alone (not part of the run)."
     )
     add("")
     return "\n".join(L)
