@@ -131,8 +131,8 @@ async def run_master(
     supervisor: Supervisor,
     reread: Callable[[], MasterSettings] | None = None,
 ) -> int:
-    """``reread``: the settings as the file says now (on SIGHUP, once the
-    supervisor accepted them); None: the master keeps those it started with."""
+    """``reread``: the settings as the file says now (on SIGHUP, once the new
+    workers listen); None: the master keeps those it started with."""
     log, logfile = open_mail_log(
         settings.hostname, settings.maillog_file, settings.syslog_facility, settings.syslog_socket
     )

@@ -88,8 +88,8 @@ class Supervisor:
         self.on_counts: Callable[[bytes], object] | None = None
         # Called on SIGHUP before the new workers start (the master reopens its log).
         self.on_reload: Callable[[], None] | None = None
-        # Called on SIGHUP once ``check_reload`` accepted the new settings, before
-        # the new workers start (the master takes up its own settings).
+        # Called on SIGHUP once the new workers listen (the master takes up its
+        # own settings): a reload refused or failed changes nothing anywhere.
         self.on_settings: Callable[[], None] | None = None
         self._segments: dict[int, set[str]] = {}  # journal segments per worker
         self.command = list(command)
@@ -329,8 +329,6 @@ class Supervisor:
             if problem is not None:
                 self.log(f"warning: reload refused, keeping the running workers: {problem}")
                 return
-        if self.on_settings is not None:
-            self.on_settings()
         old = self.workers
         self.workers = {}
         for slot in range(self.count):
@@ -346,6 +344,8 @@ class Supervisor:
             await self._terminate(new)
             return
         self.log(f"reload: new worker(s) {', '.join(map(str, new))}")
+        if self.on_settings is not None:
+            self.on_settings()  # only now: a reload that failed changes nothing
         # Not awaited: their sessions may take the whole grace, and meanwhile
         # this loop must go on restarting and reloading.
         for pid, proc in old.items():
