@@ -6,11 +6,14 @@ import asyncio
 import io
 import multiprocessing
 import re
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from mxgate.maillog import MailLog, MaillogFile, open_maillog
+from mxgate.maillog import MailLog, MaillogFile, delay_text, open_maillog
 
 LINE = re.compile(r"^\w{3} [ \d]\d \d\d:\d\d:\d\d mx mxgate/(\w+)\[\d+\]: (.*)$")
 
@@ -157,3 +160,47 @@ def test_open_maillog(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 
 def _file_lines(path: Path) -> list[tuple[str, str]]:
     return lines(io.StringIO(path.read_text()))
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.0, "0"),
+        (-3.0, "0"),  # a clock stepped back
+        (2.2e-05, "0"),  # what %.2g wrote as 2.2e-05
+        (0.0041, "0"),
+        (0.005, "0.01"),  # half up, as Postfix rounds
+        (0.1, "0.1"),
+        (0.15, "0.15"),
+        (0.155, "0.16"),
+        (0.201, "0.2"),
+        (0.996, "1"),
+        (1.001, "1"),
+        (1.25, "1.3"),
+        (9.96, "10"),
+        (12.5, "13"),
+        (99.5, "100"),
+        (150.0, "150"),  # what %.2g wrote as 1.5e+02
+        (4000.4, "4000"),
+    ],
+)
+def test_delays_are_written_with_postfix_digits(seconds: float, text: str) -> None:
+    assert delay_text(seconds) == text
+
+
+@given(st.integers(min_value=0, max_value=10**12))
+def test_delay_text_is_postfix_rounding_to_two_digits(micros: int) -> None:
+    """postconf(5) delay_logging_resolution_limit: two significant digits, at
+    most two after the point; whole seconds from 10 s; the place is chosen
+    before rounding (half up); no trailing zeros, no exponent."""
+    value = Decimal(micros) / 1_000_000
+    if value >= 10:
+        place = Decimal(1)
+    elif value >= 1:
+        place = Decimal("0.1")
+    else:
+        place = Decimal("0.01")
+    expected = value.quantize(place, rounding=ROUND_HALF_UP)
+    written = delay_text(micros / 1_000_000)
+    assert re.fullmatch(r"\d+(\.\d*[1-9])?", written), written
+    assert Decimal(written) == expected

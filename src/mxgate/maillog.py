@@ -46,6 +46,39 @@ def _quote(address: str) -> str:
     return f"<{address}>"
 
 
+DELAY_DECIMALS = 2
+"""Postfix's ``delay_logging_resolution_limit`` at its default."""
+
+
+def delay_text(seconds: float) -> str:
+    """A ``delay=`` or ``delays=`` figure as Postfix writes it.
+
+    Postfix (``delay_logging_resolution_limit``, postconf(5)) shows two
+    significant digits and at most two after the point, rounded half up, with
+    no trailing zeros: ``0``, ``0.01``, ``0.15``, ``1.1``, ``12``, ``4000``.
+    Never an exponent: ``%.2g`` would write ``2.2e-05`` and ``1.5e+02``, which
+    log parsers that expect Postfix's digits (grok's POSREAL, awk scripts)
+    misread. Integer arithmetic on microseconds, as Postfix counts them; a
+    negative figure (a clock stepped back) is written as 0.
+    """
+    micros = round(seconds * 1_000_000) if seconds > 0 else 0
+    whole = micros // 1_000_000
+    # The place of the last digit shown, in microseconds, chosen before rounding.
+    if whole >= 10:
+        unit = 1_000_000
+    elif whole >= 1:
+        unit = 100_000
+    else:
+        unit = 10 ** (6 - DELAY_DECIMALS)
+    micros += unit // 2
+    whole, fraction = divmod(micros, 1_000_000)
+    if fraction < unit:
+        return str(whole)
+    places = 7 - len(str(unit))  # digits after the point down to the unit's
+    digits = str(fraction // unit).rjust(places, "0").rstrip("0")
+    return f"{whole}.{digits}"
+
+
 class LogStream(Protocol):
     """Where the lines go: stderr (a TextIO) or a ``MaillogFile``."""
 

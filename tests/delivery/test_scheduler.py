@@ -148,6 +148,9 @@ def test_delivers_and_removes(tmp_path: Path) -> None:
             assert f"{qid}: to=<a@example.com>, relay=127.0.0.1[127.0.0.1]:{peer.port}" in text
             assert "to=<b@example.com>, orig_to=<alias@example.com>" in text
             assert "dsn=2.0.0, status=sent (" in text
+            # Postfix's digits: the 5 s in the queue, the rest under 5 ms (0).
+            figure = r"\d+(?:\.\d\d?)?"
+            assert re.search(rf"delay=5, delays=5/0/{figure}/{figure}, dsn=2\.0\.0", text), text
             assert f"{qid}: removed" in text
 
     asyncio.run(run())

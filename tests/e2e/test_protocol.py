@@ -240,6 +240,34 @@ def test_a_reset_right_after_the_message_is_logged_like_any_end(gateway: Gateway
     gateway.wait_for_log(rf"disconnect from {client_name} ehlo=1 mail=1 rcpt=1 data=1", mark)
 
 
+def test_commands_sent_while_a_message_commits_wait_for_its_reply(gateway: Gateway) -> None:
+    """RFC 2920: the next transaction may follow the final dot without waiting
+    for its reply. Sent in writes of their own while the message is being made
+    durable (two more clients connected, so the fdatasync leaves the event
+    loop), those commands are kept and answered after the message's 250, in
+    order, and the second message is stored too."""
+    others = [gateway.raw(OUTSIDE) for _ in range(2)]
+    for other in others:
+        assert other.reply().code == 220
+    client = open_transaction(gateway, "first@example.org")
+    client.send(b"Subject: one\r\n\r\nbody\r\n.\r\n")
+    client.send(b"MAIL FROM:<second@example.org>\r\n")
+    client.send(b"RCPT TO:<james@server1.example.com>\r\n")
+    client.send(b"DATA\r\n")
+    first = str(client.reply())
+    assert re.fullmatch(r"250 2\.0\.0 Ok: queued as \w+", first), first
+    assert str(client.reply()) == "250 2.1.0 Ok"
+    assert str(client.reply()) == "250 2.1.5 Ok"
+    assert client.reply().code == 354
+    client.send(b"Subject: two\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+    second = str(client.reply())
+    assert re.fullmatch(r"250 2\.0\.0 Ok: queued as \w+", second), second
+    assert client.reply().code == 221
+    assert {"first@example.org", "second@example.org"} <= set(senders(gateway))
+    for other in others:
+        other.sock.close()
+
+
 def test_starttls_twice_is_refused(gateway: Gateway) -> None:
     with gateway.smtp(OUTSIDE) as client:
         client.ehlo("client.test")

@@ -50,7 +50,7 @@ from mxgate.delivery.notices import Notices
 from mxgate.delivery.remover import Remover
 from mxgate.delivery.result import DeliveryResult, Status
 from mxgate.delivery.wakeup import Doorbell, sleep
-from mxgate.maillog import MailLog
+from mxgate.maillog import MailLog, delay_text
 from mxgate.spool import MessageNotFoundError, Queue, QueuedMessage, Spool, SpoolError
 
 log = logging.getLogger(__name__)
@@ -477,8 +477,9 @@ class QueueManager:
         self.maillog.line(
             agent,
             f"{envelope.queue_id}: to=<{recipient.address}>{orig}, relay={result.relay_text}, "
-            f"delay={now - envelope.arrival:.2g}, "
-            f"delays={before_qmgr:.2g}/{in_qmgr:.2g}/{setup:.2g}/{transmission:.2g}, "
+            f"delay={delay_text(now - envelope.arrival)}, "
+            f"delays={delay_text(before_qmgr)}/{delay_text(in_qmgr)}/"
+            f"{delay_text(setup)}/{delay_text(transmission)}, "
             f"dsn={result.outcome.reply.enhanced or '5.0.0'}, "
             # last_reply is result.text, worked out once already by apply()
             f"status={status} ({recipient.last_reply})",

@@ -130,6 +130,7 @@ class Session(asyncio.Protocol):
         # journal commit (a callback, no task).
         self._busy: asyncio.Task[None] | object | None = None
         self._paused: set[str] = set()  # why reading is paused: "busy", "write"
+        self._reading = True  # the transport's reading, as last set here
         self._deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tarpit_timer: asyncio.TimerHandle | None = None
@@ -193,6 +194,10 @@ class Session(asyncio.Protocol):
         self._touch()
         if self._busy is None:
             self._process()
+        elif self._reading:
+            # Pipelined input during a journal commit: kept for later, and
+            # reading stops until the reply (see _pause's ``lazy``).
+            self._stop_reading()
 
     def eof_received(self) -> bool | None:
         if self._proxy_buffer is not None:
@@ -497,17 +502,29 @@ class Session(asyncio.Protocol):
     # -- flow control and the idle timer -------------------------------------
     # try/except rather than contextlib.suppress: both run once per message,
     # and suppress is interpreted Python (three calls) even when compiled.
-    def _pause(self, why: str) -> None:
-        if not self._paused and self.transport is not None:
+    def _pause(self, why: str, *, lazy: bool = False) -> None:
+        """Stop reading for ``why``. ``lazy``: only once input arrives meanwhile
+        (data_received). A journal commit is short and its client, unless it
+        pipelines, sends nothing until the reply: stopping and restarting the
+        read there cost two epoll changes per message for nothing."""
+        self._paused.add(why)
+        if not lazy:
+            self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        if self._reading and self.transport is not None:
+            self._reading = False
             try:  # noqa: SIM105 (see above)
                 self.transport.pause_reading()
             except (RuntimeError, AttributeError):
                 pass
-        self._paused.add(why)
 
     def _resume(self, why: str) -> None:
         self._paused.discard(why)
-        if not self._paused and self.transport is not None and not self.transport.is_closing():
+        if self._paused or self._reading:
+            return
+        if self.transport is not None and not self.transport.is_closing():
+            self._reading = True
             try:  # noqa: SIM105 (see above)
                 self.transport.resume_reading()
             except (RuntimeError, AttributeError):
@@ -666,7 +683,7 @@ class Session(asyncio.Protocol):
         envelope = build_envelope(
             tx, self.client_ip, self.helo, writer.size, time.time(), plain_body=event.plain
         )
-        self._pause("busy")
+        self._pause("busy", lazy=True)
         self._cancel_timer()
         try:
             submitted = writer.submit(envelope, lambda error: self._committed(tx, envelope, error))
@@ -676,6 +693,7 @@ class Session(asyncio.Protocol):
         if submitted:
             self._busy = COMMITTING
         else:
+            self._stop_reading()
             self._wait(self._commit(tx, envelope))
         return None
 
