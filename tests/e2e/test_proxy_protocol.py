@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from mxgate.client_counts import bucket
 from tests.e2e.conftest import GatewayFactory
 from tests.e2e.gateway import (
     HOSTNAME,
@@ -288,3 +289,87 @@ def test_the_per_client_cap_counts_the_clients_not_the_proxy(
     finally:
         for client in (first, second, third):
             client.close()
+
+
+def test_a_stop_tells_a_connection_still_waiting_for_its_header(
+    start_gateway: GatewayFactory,
+) -> None:
+    """SIGTERM while the proxy has not sent the header yet: that connection
+    is one of the worker's sessions too, so it hears the shutdown's 421
+    rather than a bare close, and the stop does not wait out the header's
+    timeout."""
+    gateway = start_gateway(
+        smtpd_upstream_proxy_protocol="haproxy",
+        smtpd_upstream_proxy_hosts=[f"{PROXY}/32"],
+        smtpd_upstream_proxy_timeout="60s",
+    )
+    with gateway.raw(source=PROXY) as client:
+        time.sleep(0.3)  # the worker has the connection
+        started = time.monotonic()
+        gateway.stop()
+        [reply] = client.replies_until_close()
+        assert reply.code == 421
+        assert reply.text == f"4.3.2 {HOSTNAME} Service shutting down, try again later"
+    assert time.monotonic() - started < 30
+
+
+def test_a_reload_lets_a_connection_waiting_for_its_header_go_on(
+    start_gateway: GatewayFactory,
+) -> None:
+    """SIGHUP while the proxy has not sent the header yet: the old worker
+    keeps that connection as it keeps its other sessions, so a header that
+    comes after the reload still opens a session that takes mail."""
+    gateway = start_gateway(
+        smtpd_upstream_proxy_protocol="haproxy",
+        smtpd_upstream_proxy_hosts=[f"{PROXY}/32"],
+        smtpd_upstream_proxy_timeout="60s",
+    )
+    before = gateway.messages()
+    with gateway.raw(source=PROXY) as client:
+        time.sleep(0.3)  # the worker has the connection
+        mark = gateway.log_size()
+        gateway.reload()
+        gateway.wait_for_log(r"reload: new worker\(s\)", mark, timeout=30)
+        gateway.wait_for_log(r"replaced by new workers: closing the listeners", mark)
+        time.sleep(0.5)  # an old worker without sessions would be gone by now
+        client.send(v1(OUTSIDE))
+        assert client.reply().code == 220
+        assert client.command("EHLO client.example").code == 250
+        assert client.command("MAIL FROM:<a@example.org>").code == 250
+        assert client.command("RCPT TO:<james@server1.example.com>").code == 250
+        assert client.command("DATA").code == 354
+        assert client.command(b"Subject: late header\r\n\r\nbody\r\n.").code == 250
+        assert client.command("QUIT").code == 221
+    assert len(new_messages(before, gateway)) == 1
+
+
+def test_a_connection_that_never_sent_its_header_counts_no_client(
+    start_gateway: GatewayFactory,
+) -> None:
+    """A connection waiting for its header is a session for the shutdown but
+    no client's connection yet: when it fails (here: junk instead of a
+    header) nobody's count goes down. The counts are shared buckets, and
+    the empty address falls in the bucket of 10.1.225.73, so a count taken
+    back for it would let that client past its cap."""
+    client_ip = "10.1.225.73"
+    assert bucket(client_ip) == bucket("")
+    gateway = start_gateway(
+        smtpd_upstream_proxy_protocol="haproxy",
+        smtpd_upstream_proxy_hosts=[f"{PROXY}/32"],
+        smtpd_client_connection_count_limit=1,
+    )
+    first = gateway.raw(source=PROXY)
+    try:
+        first.send(v1(client_ip, 40001))
+        assert first.reply().code == 220
+        with gateway.raw(source=PROXY) as junk:
+            junk.send(b"EHLO no.header.example\r\n")
+            [refused] = junk.replies_until_close()
+            assert refused.code == 421
+        with gateway.raw(source=PROXY) as second:
+            second.send(v1(client_ip, 40002))
+            [refused] = second.replies_until_close()
+            assert refused.code == 421
+            assert refused.text.endswith(f"Error: too many connections from {client_ip}")
+    finally:
+        first.close()

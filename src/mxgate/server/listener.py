@@ -94,6 +94,11 @@ class Listener:
         return session
 
     # -- SessionRegistry ----------------------------------------------------------
+    def track(self, session: Session) -> None:
+        """A connection that waits for its PROXY header: the shutdown waits for
+        it (and a reload lets it go on); counted once admitted."""
+        self.sessions.add(session)
+
     def admit(self, session: Session) -> bool:
         """Sign a new connection in, or refuse it (over the per-client cap)."""
         ip = session.client_ip
@@ -125,7 +130,9 @@ class Listener:
         if session not in self.sessions:
             return
         self.sessions.discard(session)
-        self.client_counts.remove(session.counted_ip)
+        if session.counted_ip:  # "" while only tracked (a PROXY header awaited)
+            self.client_counts.remove(session.counted_ip)
+            session.counted_ip = ""
 
     async def shutdown(self, grace: float, *, drain: bool = False) -> None:
         """Stop accepting, ask the sessions to end, wait up to ``grace`` seconds

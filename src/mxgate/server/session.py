@@ -71,6 +71,8 @@ from mxgate.spool import Spool, SpoolError, SpoolFullError
 class SessionRegistry(Protocol):
     """Where sessions sign in and out (the listener: per-client caps, shutdown)."""
 
+    def track(self, session: Session) -> None: ...
+
     def admit(self, session: Session) -> bool: ...
 
     def forget(self, session: Session) -> None: ...
@@ -167,6 +169,10 @@ class Session(asyncio.Protocol):
             self._proxy_timer = self.loop.call_later(
                 proxy.timeout, self._proxy_failed, "timeout error"
             )
+            if self.registry is not None:
+                # Not counted yet (the client is not known), but a shutdown or
+                # a reload waits for it like any session.
+                self.registry.track(self)
             return
         self._greet()
 
@@ -279,17 +285,36 @@ class Session(asyncio.Protocol):
             transport.write(reply.encode() + b"\r\n")
             transport.close()
 
+    def _proxy_cut(self) -> None:
+        """The worker stops before the proxy sent the header: 421 to whoever
+        is there, no log line (the session never began, as on a refusal)."""
+        self._proxy_buffer = None
+        if self._proxy_timer is not None:
+            self._proxy_timer.cancel()
+            self._proxy_timer = None
+        self._ended = True
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(shutting_down(self.settings.hostname).line().encode() + b"\r\n")
+            transport.close()
+
     # -- shutting down (called by the listener) -----------------------------
     def shutdown(self) -> None:
         """The worker stops: end now between transactions (421), else after
         the transaction in progress (RFC 5321 3.8)."""
         self.closing = True
+        if self._proxy_buffer is not None:
+            self._proxy_cut()
+            return
         if self.transport is not None and self._busy is None and self.tx is None:
             self.conn.close(shutting_down(self.settings.hostname))
             self._process()
 
     def abort(self) -> None:
         """Cut the connection (end of the shutdown grace period), saying so."""
+        if self._proxy_buffer is not None:
+            self._proxy_cut()
+            return
         if isinstance(self._busy, asyncio.Task):
             self._busy.cancel()
         self.conn.close(shutting_down(self.settings.hostname))
