@@ -889,6 +889,7 @@ class Bench:
                 "postfix": lab.run(["postconf", "-d", "-h", "mail_version"]).strip(),
                 "postgresql": lab.run([str(lab.PG_BIN / "postgres"), "--version"]).strip(),
                 "mxgate": self.mxgate.version(),
+                "mxgate_python": lab.python_description(lab.SERVE_PYTHON),
                 "mxgate_source": source_state(),
                 "mxgate_build": build_state(),
                 "mxgate_workers": self.mxgate.workers,

@@ -567,6 +567,27 @@ def mxgate_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("MXGATE_")}
 
 
+SERVE_PYTHON = os.environ.get("MXBENCH_SERVE_PYTHON") or sys.executable
+"""The interpreter of ``mxgate serve`` in the lab: bench/run.sh makes a venv of
+the distribution's python3 for it when there is one (what an administrator
+deploys on; Debian's is built with PGO and LTO and linked statically, which a
+default pyenv or source build is not: BENCHMARKS.md, session 20)."""
+
+
+def python_description(python: str) -> str:
+    """``CPython 3.11.2 (/usr/bin/python3.11, libpython static)`` of an interpreter."""
+    # Whether libpython is a shared library mapped into the process (pyenv's and
+    # --enable-shared builds) or linked into the executable (Debian's python3):
+    # the configuration variable says "shared" for Debian's too.
+    code = (
+        "import platform, sys; "
+        "shared = 'libpython' in open('/proc/self/maps').read(); "
+        "print(f'{platform.python_implementation()} {platform.python_version()} '"
+        'f\'({sys._base_executable}, libpython {"shared" if shared else "static"})\')'
+    )
+    return run([python, "-c", code]).strip()
+
+
 class Mxgate:
     """``mxgate serve --config bench.toml`` on 127.0.0.1:``port``."""
 
@@ -609,7 +630,7 @@ class Mxgate:
         self.config.write_text("\n".join(lines) + "\n")
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "mxgate", "serve", "--config", str(self.config)]
+        return [SERVE_PYTHON, "-m", "mxgate", "serve", "--config", str(self.config)]
 
     @property
     def pid(self) -> int | None:
@@ -675,7 +696,7 @@ class Mxgate:
 
     def version(self) -> str:
         out = run(
-            [sys.executable, "-c", "import importlib.metadata as m; print(m.version('mxgate'))"],
+            [SERVE_PYTHON, "-c", "import importlib.metadata as m; print(m.version('mxgate'))"],
             env=mxgate_env(),
         )
         return out.strip()

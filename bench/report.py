@@ -712,6 +712,11 @@ def markdown(results: dict[str, Any], chart: Path, results_file: Path) -> str:
         f"- {m['python']}; mxgate {m['mxgate']}; Postfix {m['postfix']} (Debian 12 packages"
         f" postfix, postfix-pgsql); {m['postgresql']} (Debian 12)"
     )
+    if "mxgate_python" in m:
+        add(
+            f"- mxgate served on {m['mxgate_python']} (the harness and tools on"
+            f" {m['python']}; bench/run.sh, MXBENCH_SERVE_PYTHON)"
+        )
     add("")
     add("## Commands")
     add("")
