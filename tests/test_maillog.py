@@ -188,19 +188,39 @@ def test_delays_are_written_with_postfix_digits(seconds: float, text: str) -> No
     assert delay_text(seconds) == text
 
 
-@given(st.integers(min_value=0, max_value=10**12))
-def test_delay_text_is_postfix_rounding_to_two_digits(micros: int) -> None:
-    """postconf(5) delay_logging_resolution_limit: two significant digits, at
-    most two after the point; whole seconds from 10 s; the place is chosen
-    before rounding (half up); no trailing zeros, no exponent."""
+@pytest.mark.parametrize(
+    ("seconds", "decimals", "text"),
+    [
+        (0.0041, 6, "0.0041"),  # two significant digits below a second
+        (0.000123, 6, "0.00012"),
+        (0.0041, 3, "0.004"),
+        (0.15, 1, "0.2"),
+        (0.15, 0, "0"),
+        (1.25, 0, "1"),
+        (1.25, 6, "1.3"),  # from a second on: one decimal, whatever the limit
+        (12.5, 6, "13"),
+    ],
+)
+def test_delay_logging_resolution_limit(seconds: float, decimals: int, text: str) -> None:
+    assert delay_text(seconds, decimals) == text
+
+
+@given(st.integers(min_value=0, max_value=10**12), st.integers(min_value=0, max_value=6))
+def test_delay_text_is_postfix_rounding(micros: int, decimals: int) -> None:
+    """postconf(5) delay_logging_resolution_limit: at most ``decimals`` after
+    the point and two significant digits; one decimal from 1 s, whole
+    seconds from 10 s (or with 0 decimals); the place is chosen before
+    rounding (half up); no trailing zeros, no exponent."""
     value = Decimal(micros) / 1_000_000
-    if value >= 10:
+    if value >= 10 or decimals == 0:
         place = Decimal(1)
     elif value >= 1:
         place = Decimal("0.1")
-    else:
-        place = Decimal("0.01")
+    elif value == 0:
+        place = Decimal(10) ** -decimals
+    else:  # the second significant digit's place, unless finer than allowed
+        place = max(Decimal(10) ** -decimals, Decimal(10) ** (value.adjusted() - 1))
     expected = value.quantize(place, rounding=ROUND_HALF_UP)
-    written = delay_text(micros / 1_000_000)
+    written = delay_text(micros / 1_000_000, decimals)
     assert re.fullmatch(r"\d+(\.\d*[1-9])?", written), written
     assert Decimal(written) == expected

@@ -37,8 +37,10 @@ def test_queue_and_delivery_settings_apply_at_once() -> None:
         "maximal_backoff_time": "1h",
         "myhostname": "mx2.example.net",
         "dns_nameservers": "127.0.0.1:5353",
+        "delay_logging_resolution_limit": "3",
     }
     assert reload_plan(settings(), settings(**changes), srs_keys=True) == (settings(**changes), [])
+    assert settings(**changes).scheduler.delay_decimals == 3
 
 
 def test_where_the_master_keeps_its_state_and_logs_waits_for_a_restart() -> None:

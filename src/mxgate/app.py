@@ -305,6 +305,7 @@ def master_settings(config: MxgateConfig, dsn: str) -> MasterSettings:
                 delay_warning_time=float(config.delay_warning_time),
             ),
             queue_run_delay=float(config.queue_run_delay),
+            delay_decimals=config.delay_logging_resolution_limit,
         ),
         srs=srs_settings(config),
         srs_cache_path=srs_cache_path(config),

@@ -311,6 +311,7 @@ class MxgateConfig:
     # Logs: the mail log (always on) and the diagnostics.
     maillog_file: str = ""
     syslog_facility: str = ""
+    delay_logging_resolution_limit: int = 2
     syslog_socket: str = "/dev/log"
     log_level: str = "info"
     metrics_listen: str = ""
@@ -352,6 +353,13 @@ def _nice(value: object) -> int:
     if increment > 19:
         raise ValueError("must be at most 19 (the range of nice values)")
     return increment
+
+
+def _decimals(value: object) -> int:
+    digits = parse_int(value)
+    if digits > 6:
+        raise ValueError("must be 0 to 6 (Postfix's range: microseconds at most)")
+    return digits
 
 
 def _facility(value: object) -> str:
@@ -455,6 +463,9 @@ SETTINGS: dict[str, Setting] = {
         _facility, "send the mail log to syslog with this facility, e.g. mail (empty: do not)"
     ),
     "syslog_socket": Setting(parse_str, "the local syslog daemon's socket"),
+    "delay_logging_resolution_limit": Setting(
+        _decimals, "most digits after the point in logged delays (0-6, as Postfix)"
+    ),
     "log_level": Setting(parse_log_level, "diagnostic log on stderr: debug, info, warning, error"),
     "metrics_listen": Setting(
         parse_optional_endpoint, "host:port for /metrics, /healthz, /readyz (empty: none)"

@@ -46,30 +46,29 @@ def _quote(address: str) -> str:
     return f"<{address}>"
 
 
-DELAY_DECIMALS = 2
-"""Postfix's ``delay_logging_resolution_limit`` at its default."""
-
-
-def delay_text(seconds: float) -> str:
+def delay_text(seconds: float, decimals: int = 2) -> str:
     """A ``delay=`` or ``delays=`` figure as Postfix writes it.
 
-    Postfix (``delay_logging_resolution_limit``, postconf(5)) shows two
-    significant digits and at most two after the point, rounded half up, with
-    no trailing zeros: ``0``, ``0.01``, ``0.15``, ``1.1``, ``12``, ``4000``.
-    Never an exponent: ``%.2g`` would write ``2.2e-05`` and ``1.5e+02``, which
-    log parsers that expect Postfix's digits (grok's POSREAL, awk scripts)
-    misread. Integer arithmetic on microseconds, as Postfix counts them; a
-    negative figure (a clock stepped back) is written as 0.
+    Postfix shows two significant digits and at most ``decimals`` after the
+    point (``delay_logging_resolution_limit``, 0 to 6, default 2; postconf(5)),
+    rounded half up, with no trailing zeros: ``0``, ``0.01``, ``0.15``,
+    ``1.1``, ``12``, ``4000``. Never an exponent: ``%.2g`` would write
+    ``2.2e-05`` and ``1.5e+02``, which log parsers that expect Postfix's
+    digits (grok's POSREAL, awk scripts) misread. Integer arithmetic on
+    microseconds, as Postfix counts them; a negative figure (a clock stepped
+    back) is written as 0.
     """
     micros = round(seconds * 1_000_000) if seconds > 0 else 0
-    whole = micros // 1_000_000
+    whole, fraction = divmod(micros, 1_000_000)
     # The place of the last digit shown, in microseconds, chosen before rounding.
-    if whole >= 10:
+    if whole >= 10 or decimals <= 0:
         unit = 1_000_000
     elif whole >= 1:
         unit = 100_000
     else:
-        unit = 10 ** (6 - DELAY_DECIMALS)
+        unit = 10 ** (6 - min(decimals, 6))
+        while fraction >= 100 * unit:  # two significant digits at most
+            unit *= 10
     micros += unit // 2
     whole, fraction = divmod(micros, 1_000_000)
     if fraction < unit:

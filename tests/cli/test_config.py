@@ -92,6 +92,7 @@ def test_database_url_from_environment() -> None:
         ('smtpd_authorized_xclient_hosts = "10.0.0.0/33"\n', "bad value for 'smtpd_authorized_x"),
         ("delivery_nice = 20\n", "must be at most 19"),
         ("delivery_nice = -5\n", "must not be negative"),
+        ("delay_logging_resolution_limit = 7\n", "must be 0 to 6"),
     ],
 )
 def test_bad_files_name_file_key_and_reason(tmp_path: Path, text: str, expected: str) -> None:

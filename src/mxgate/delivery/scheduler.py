@@ -67,6 +67,8 @@ class SchedulerSettings:
     """Finished deliveries ask for a look at incoming/ (under load, new mail
     is likely there); at most one such scan per this many seconds while
     deliveries are in flight (with none, waiting would only delay)."""
+    delay_decimals: int = 2
+    """Postfix's delay_logging_resolution_limit (maillog.delay_text)."""
 
 
 class QueueManager:
@@ -474,12 +476,13 @@ class QueueManager:
         orig = (
             f", orig_to=<{recipient.original}>" if recipient.original != recipient.address else ""
         )
+        decimals = self.settings.delay_decimals
         self.maillog.line(
             agent,
             f"{envelope.queue_id}: to=<{recipient.address}>{orig}, relay={result.relay_text}, "
-            f"delay={delay_text(now - envelope.arrival)}, "
-            f"delays={delay_text(before_qmgr)}/{delay_text(in_qmgr)}/"
-            f"{delay_text(setup)}/{delay_text(transmission)}, "
+            f"delay={delay_text(now - envelope.arrival, decimals)}, "
+            f"delays={delay_text(before_qmgr, decimals)}/{delay_text(in_qmgr, decimals)}/"
+            f"{delay_text(setup, decimals)}/{delay_text(transmission, decimals)}, "
             f"dsn={result.outcome.reply.enhanced or '5.0.0'}, "
             # last_reply is result.text, worked out once already by apply()
             f"status={status} ({recipient.last_reply})",
