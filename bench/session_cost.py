@@ -28,7 +28,6 @@ import tempfile
 import time
 from ipaddress import ip_address, ip_network
 from pathlib import Path
-from typing import Any
 
 import uvloop
 from instructions import per_unit
@@ -36,6 +35,7 @@ from instructions import per_unit
 from mxgate.core.routing import RoutingPolicy
 from mxgate.core.snapshot import RoutingData
 from mxgate.maillog import open_mail_log
+from mxgate.server.recording import RecordingTransport
 from mxgate.server.session import Session
 from mxgate.server.transaction import SessionSettings
 from mxgate.spool import Spool
@@ -50,35 +50,6 @@ COMMANDS = (
     b"QUIT\r\n",
 )
 STEPS = ("connect", "EHLO", "MAIL", "RCPT", "DATA", "body + dot", "QUIT")
-
-
-class Transport:
-    """Enough of an asyncio transport for a session: writes are kept."""
-
-    def __init__(self) -> None:
-        self.written: list[bytes] = []
-        self.closing = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("203.0.113.7", 40000) if name == "peername" else default
-
-    def write(self, data: bytes) -> None:
-        self.written.append(data)
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 def routing_data() -> RoutingData:
@@ -116,7 +87,7 @@ async def run(count: int, workdir: Path) -> list[float]:
     totals = [0] * len(STEPS)
     try:
         for _ in range(count):
-            transport = Transport()
+            transport = RecordingTransport()
             session = Session(settings, lambda: snapshot, spool, log)
             start = time.perf_counter_ns()
             session.connection_made(transport)  # type: ignore[arg-type]

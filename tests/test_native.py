@@ -128,3 +128,19 @@ def test_written_out_initialisers_take_the_fields_in_order() -> None:
                 assert default is None, (cls, field.name)
             else:
                 assert default is _NONE, (cls, field.name)
+
+
+def test_the_training_run_of_the_profile_guided_build_delivers() -> None:
+    """scripts/build_native.py trains the instrumented build with it; should it
+    stop working, the build would quietly fall back to a plain one."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, str(root / "scripts" / "pgo_train.py"), "-n", "60"],
+        env=dict(os.environ, PYTHONPATH=str(root / "src")),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
