@@ -267,6 +267,7 @@ def worker_settings(config: MxgateConfig, dsn: str) -> WorkerSettings:
         maillog_file=config.maillog_file,
         syslog_facility=syslog_facility(config),
         syslog_socket=config.syslog_socket,
+        busy_poll=config.smtpd_busy_poll / 1_000_000,
     )
 
 

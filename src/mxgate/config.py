@@ -284,6 +284,7 @@ class MxgateConfig:
     hopcount_limit: int = 50
     workers: int = 0
     delivery_nice: int = 10
+    smtpd_busy_poll: int = 200
     # Queue and delivery.
     spool_dir: str = "var/spool"
     maximal_queue_lifetime: int = 5 * 86400
@@ -355,6 +356,13 @@ def _nice(value: object) -> int:
     return increment
 
 
+def _busy_poll(value: object) -> int:
+    micros = parse_int(value)
+    if micros > 10_000:
+        raise ValueError("must be at most 10000 (microseconds)")
+    return micros
+
+
 def _decimals(value: object) -> int:
     digits = parse_int(value)
     if digits > 6:
@@ -418,6 +426,9 @@ SETTINGS: dict[str, Setting] = {
     ),
     "hopcount_limit": Setting(parse_int, "Received: headers before a message is a loop"),
     "workers": Setting(parse_int, "SMTP worker processes (0: one per core less one, at least one)"),
+    "smtpd_busy_poll": Setting(
+        _busy_poll, "longest poll (µs) of a worker's loop for the next command, adaptive (0: off)"
+    ),
     "delivery_nice": Setting(
         _nice, "how much lower the queue manager's CPU priority is than the workers' (0-19)"
     ),

@@ -46,6 +46,7 @@ RECEIVE_PATH: tuple[str, ...] = (
     "mxgate.smtp.server",
     "mxgate.smtp.state",
     "mxgate.smtp.xclient",
+    "mxgate.server.busy_poll",
     "mxgate.server.headers",
     "mxgate.server.listener",
     "mxgate.server.recipients",

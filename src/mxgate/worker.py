@@ -58,6 +58,7 @@ class WorkerSettings:
     maillog_file: str = ""  # empty: stderr (unless syslog)
     syslog_facility: int | None = None  # None: no syslog
     syslog_socket: str = "/dev/log"
+    busy_poll: float = 0.0  # seconds (smtpd_busy_poll); 0: the loop never polls
 
 
 class MasterChannel:
@@ -266,6 +267,7 @@ async def run_worker(settings: WorkerSettings, master_fd: int | None = None) -> 
         per_client_limit=settings.per_client_limit,
         log=log,
         shared_counts=shared_counts,
+        busy_poll=settings.busy_poll,
     )
     try:
         try:

@@ -93,6 +93,8 @@ def test_database_url_from_environment() -> None:
         ("delivery_nice = 20\n", "must be at most 19"),
         ("delivery_nice = -5\n", "must not be negative"),
         ("delay_logging_resolution_limit = 7\n", "must be 0 to 6"),
+        ("smtpd_busy_poll = 10001\n", "must be at most 10000"),
+        ("smtpd_busy_poll = -1\n", "must not be negative"),
     ],
 )
 def test_bad_files_name_file_key_and_reason(tmp_path: Path, text: str, expected: str) -> None:

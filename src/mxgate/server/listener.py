@@ -21,6 +21,7 @@ from typing import Any, cast
 
 from mxgate.client_counts import ClientCounts, LocalCounts
 from mxgate.maillog import MailLog, client_label
+from mxgate.server.busy_poll import BusyPoller
 from mxgate.server.session import Session
 from mxgate.sockets import BACKLOG
 
@@ -40,10 +41,13 @@ class Listener:
         log: MailLog,
         inherited: tuple[int, ...] = (),
         shared_counts: ClientCounts | None = None,
+        busy_poll: float = 0.0,
     ) -> None:
         """``inherited``: listening sockets from the master (sockets.py), used
         instead of binding ``endpoints``. ``shared_counts``: the connections of
-        every worker, for the per-client cap (client_counts.py)."""
+        every worker, for the per-client cap (client_counts.py). ``busy_poll``:
+        the longest poll of the loop before it sleeps, in seconds (busy_poll.py;
+        0: never)."""
         self.endpoints = endpoints
         self.inherited = inherited
         self.new_session = new_session
@@ -55,9 +59,13 @@ class Listener:
         # Connections per client address: over all workers, or this one's alone.
         self.client_counts: ClientCounts | LocalCounts = shared_counts or LocalCounts()
         self.closing = False
+        self.busy_poll = busy_poll
+        self.poller: BusyPoller | None = None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.busy_poll > 0:
+            self.poller = BusyPoller(loop, self.busy_poll)
         for fd in self.inherited:
             sock = socket.socket(fileno=fd)
             # The backlog again: create_server listens anew, with 100 by default.
@@ -90,6 +98,7 @@ class Listener:
     def _protocol(self) -> Session:
         session = self.new_session()
         session.registry = self
+        session.poller = self.poller
         session.closing = self.closing
         return session
 

@@ -32,6 +32,7 @@ from mxgate.core.snapshot import RoutingData
 from mxgate.core.srs_keys import SrsContext
 from mxgate.maillog import MailLog, client_label
 from mxgate.metrics.counts import SmtpCounts
+from mxgate.server.busy_poll import BusyPoller
 from mxgate.server.headers import received_header
 from mxgate.server.session_log import bump, counted_verb, log_close, log_reject, printable
 from mxgate.server.transaction import (
@@ -113,6 +114,8 @@ class Session(asyncio.Protocol):
         self.spool = spool
         self.log = log
         self.registry = registry
+        # The worker's busy poller (busy_poll.py), set by the listener; None: off.
+        self.poller: BusyPoller | None = None
         self.counted_ip = ""  # the address the registry counts this connection under
         self.worker_counts = counts  # the worker's totals, for metrics
         self.loop = asyncio.get_running_loop()
@@ -155,6 +158,8 @@ class Session(asyncio.Protocol):
 
     # -- asyncio.Protocol ---------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.poller is not None:
+            self.poller.input()
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername") or ("unknown", 0)
@@ -191,6 +196,8 @@ class Session(asyncio.Protocol):
         self._process()
 
     def data_received(self, data: bytes) -> None:
+        if self.poller is not None:
+            self.poller.input()
         if self._ended:
             return
         if self._proxy_buffer is not None:
@@ -388,6 +395,8 @@ class Session(asyncio.Protocol):
                 self._end()
                 if self.transport is not None:
                     self.transport.close()
+                if self.poller is not None:
+                    self.poller.wait()  # for the client's next connection
                 return
             else:
                 bump(self.counts, type(event).__name__.lower())
@@ -399,6 +408,8 @@ class Session(asyncio.Protocol):
                 return
         self._send(data)
         self._arm_timer()
+        if self.poller is not None:
+            self.poller.wait()
 
     def _error_delay(self, errors_before: int) -> float:
         """Postfix's smtpd_error_sleep_time: a client past the soft error limit
