@@ -187,3 +187,28 @@ def test_short_waits_measured_by_input_open_the_window(wait: float) -> None:
         assert poller.polls == 1
 
     asyncio.run(main())
+
+
+def test_polled_time_and_results_are_counted() -> None:
+    async def main() -> None:
+        clock = Clock()
+        poller = open_poller(asyncio.get_running_loop(), clock)
+        await turns(3)
+        caught, expired, polled = poller.caught, poller.expired, poller.polled
+        poller.wait()  # input 30 µs later: caught
+        clock.now += 30e-6
+        poller.input()
+        await turns(2)
+        assert (poller.caught, poller.expired) == (caught + 1, expired)
+        assert poller.polled == pytest.approx(polled + 30e-6)
+        poller.wait()  # nothing within the window (160 µs): expired, then slept
+        await turns(2)
+        clock.now += 1e-3
+        await turns(2)
+        assert (poller.caught, poller.expired) == (caught + 1, expired + 1)
+        assert poller.polled == pytest.approx(polled + 30e-6 + 160e-6)
+        poller.input()  # after the sleep: not caught, no more time counted
+        assert poller.caught == caught + 1
+        assert poller.polled == pytest.approx(polled + 190e-6)
+
+    asyncio.run(main())

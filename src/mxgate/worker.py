@@ -242,10 +242,16 @@ async def run_worker(settings: WorkerSettings, master_fd: int | None = None) -> 
             counts=counts,
         )
 
+    def count_polls() -> None:
+        poller = listener.poller if listener is not None else None
+        if poller is not None:
+            counts.busy_polled(poller.caught, poller.expired, poller.polled)
+
     async def report_counts(channel: MasterChannel) -> None:
         # Once a second at most, and only when something changed.
         sent = -1
         while True:
+            count_polls()
             if counts.changes != sent:
                 sent = counts.changes
                 channel.counts(counts.line(counts_key))
@@ -296,6 +302,7 @@ async def run_worker(settings: WorkerSettings, master_fd: int | None = None) -> 
         spool.close()
         log.flush()
         if master is not None:
+            count_polls()
             master.counts(counts.line(counts_key))  # the last sessions' too
             master.close()
     return 0

@@ -93,6 +93,8 @@ def test_a_client_that_answers_at_once_is_polled_for(tmp_path: Path, smtp_source
     # and most end with the client's next command, not by running out.
     assert poller.polls > 200
     assert poller.caught > 100
+    assert poller.caught + poller.expired <= poller.polls
+    assert 0 < poller.polled < 0.5  # at most the 200 µs window per wait
     assert poller.window.seconds > 0
     assert (tmp_path / "maillog").read_text().count("status=") == 0  # no delivery here
     assert (tmp_path / "maillog").read_text().count(": client=") == 200
@@ -105,4 +107,5 @@ def test_a_client_milliseconds_away_never_opens_the_window(tmp_path: Path) -> No
     poller = listener.poller
     assert poller is not None
     assert poller.polls == 0
+    assert poller.polled == 0.0
     assert poller.window.seconds == 0.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,22 @@ def test_tls_handshakes_and_connections_over_the_cap_are_counted(
         ("mxgate_smtpd_refused_connections_total", (("reason", "client_limit"),)): 1,
     }
     wait_until(lambda: {k: samples(base).get(k) for k in expected} == expected, timeout=10)
+
+
+def test_busy_polls_reach_the_metrics(start_gateway: GatewayFactory, smtp_source: str) -> None:
+    """smtp-source on loopback answers within microseconds: the worker polls
+    for its commands (smtpd_busy_poll, on by default) and says so."""
+    port = free_port()
+    gateway = start_gateway(workers=1, metrics_listen=f"{INSIDE}:{port}")
+    base = f"http://{INSIDE}:{port}"
+    load = [smtp_source, "-s", "1", "-m", "100", "-l", "1000", "-f", "a@example.org"]
+    load += ["-t", "james@server1.example.com", f"{INSIDE}:{gateway.port}"]
+    subprocess.run(
+        load,
+        check=True,
+        timeout=60,
+    )
+    caught = ("mxgate_smtpd_busy_polls_total", (("result", "caught"),))
+    seconds = ("mxgate_smtpd_busy_poll_seconds_total", ())
+    wait_until(lambda: samples(base).get(caught, 0) > 50, timeout=10)
+    assert 0 < samples(base)[seconds] < 1.0

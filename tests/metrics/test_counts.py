@@ -70,3 +70,37 @@ def test_a_line_from_a_worker_before_tls_counts_is_still_taken() -> None:
     assert totals.take_line(old)
     assert totals.total().connections == 2
     assert totals.total().tls == {}
+
+
+def test_busy_polls_are_summed_over_workers() -> None:
+    totals = SmtpTotals()
+    one, two = SmtpCounts(), SmtpCounts()
+    one.busy_polled(caught=10, expired=2, seconds=0.5)
+    one.busy_polled(caught=30, expired=3, seconds=1.25)  # totals, not increments
+    two.busy_polled(caught=5, expired=0, seconds=0.25)
+    totals.take_line(one.line("11:1.0")[2:-1])
+    totals.take_line(two.line("12:1.0")[2:-1])
+    total = totals.total()
+    assert total.busy_polls == {"caught": 35, "expired": 3}
+    assert total.busy_poll_seconds == 1.5
+
+
+def test_unchanged_busy_polls_send_no_new_line() -> None:
+    counts = SmtpCounts()
+    counts.busy_polled(caught=1, expired=0, seconds=0.001)
+    before = counts.changes
+    counts.busy_polled(caught=1, expired=0, seconds=0.001)
+    assert counts.changes == before
+    counts.busy_polled(caught=2, expired=0, seconds=0.002)
+    assert counts.changes == before + 1
+
+
+def test_a_line_without_busy_polls_is_still_taken() -> None:
+    totals = SmtpTotals()
+    old = (
+        b'{"key":"9:1.0","connections":2,"messages":1,"octets":10,'
+        b'"commands":{"ehlo":2},"rejected":{},"tls":{},"refused":{}}'
+    )
+    assert totals.take_line(old)
+    assert totals.total().busy_polls == {}
+    assert totals.total().busy_poll_seconds == 0.0

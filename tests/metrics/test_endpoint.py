@@ -34,6 +34,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, list[GatewayView], Now]]:
     counts.tls_handshake(True)
     counts.tls_handshake(False)
     counts.turned_away("client_limit")
+    counts.busy_polled(caught=40, expired=3, seconds=0.0125)
     totals.take_line(counts.line("7:1.0")[2:-1])
     now = Now()
     view = [
@@ -73,6 +74,9 @@ def test_metrics_in_the_prometheus_text_format(
     assert found[("mxgate_smtpd_tls_handshakes_total", (("result", "ok"),))] == 1
     assert found[("mxgate_smtpd_tls_handshakes_total", (("result", "failed"),))] == 1
     assert found[("mxgate_smtpd_refused_connections_total", (("reason", "client_limit"),))] == 1
+    assert found[("mxgate_smtpd_busy_polls_total", (("result", "caught"),))] == 40
+    assert found[("mxgate_smtpd_busy_polls_total", (("result", "expired"),))] == 3
+    assert found[("mxgate_smtpd_busy_poll_seconds_total", ())] == 0.0125
     assert found[("mxgate_delivery_recipients_total", (("status", "sent"),))] == 5
     assert found[("mxgate_delivery_transactions_total", (("connection", "reused"),))] == 4
     by_hop = "mxgate_delivery_nexthop_recipients_total"

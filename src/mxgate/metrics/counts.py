@@ -35,6 +35,10 @@ class SmtpCounts:
     # "proxy_header": a trusted proxy sent no valid PROXY header).
     tls: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)
+    # The loop's busy poll (server/busy_poll.py): waits it saw end with input
+    # ("caught") or that outlasted its window ("expired"), and its seconds.
+    busy_polls: Counter[str] = field(default_factory=Counter)
+    busy_poll_seconds: float = 0.0
     changes: int = 0  # bumped on every change: is a new line worth sending?
 
     def session_closed(self, commands: Mapping[str, int], rejected: Mapping[str, int]) -> None:
@@ -63,6 +67,14 @@ class SmtpCounts:
         self.refused[reason] = self.refused.get(reason, 0) + 1
         self.changes += 1
 
+    def busy_polled(self, caught: int, expired: int, seconds: float) -> None:
+        """The poller's totals so far (it keeps them; read once a second)."""
+        if seconds != self.busy_poll_seconds:
+            self.busy_polls["caught"] = caught
+            self.busy_polls["expired"] = expired
+            self.busy_poll_seconds = seconds
+            self.changes += 1
+
     def line(self, key: str) -> bytes:
         """The ``M`` line for the master (one line: JSON never holds a newline)."""
         document = {
@@ -74,6 +86,8 @@ class SmtpCounts:
             "rejected": dict(self.rejected),
             "tls": dict(self.tls),
             "refused": dict(self.refused),
+            "busy_polls": dict(self.busy_polls),
+            "busy_poll_seconds": self.busy_poll_seconds,
         }
         return PREFIX + json.dumps(document, separators=(",", ":")).encode() + b"\n"
 
@@ -98,6 +112,10 @@ class SmtpTotals:
                 # (one still finishing its sessions after an upgrade and reload).
                 tls=Counter({str(k): int(v) for k, v in document.get("tls", {}).items()}),
                 refused=Counter({str(k): int(v) for k, v in document.get("refused", {}).items()}),
+                busy_polls=Counter(
+                    {str(k): int(v) for k, v in document.get("busy_polls", {}).items()}
+                ),
+                busy_poll_seconds=float(document.get("busy_poll_seconds", 0.0)),
             )
             key = str(document["key"])
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -117,4 +135,6 @@ class SmtpTotals:
             result.rejected.update(counts.rejected)
             result.tls.update(counts.tls)
             result.refused.update(counts.refused)
+            result.busy_polls.update(counts.busy_polls)
+            result.busy_poll_seconds += counts.busy_poll_seconds
         return result

@@ -97,6 +97,19 @@ class _GatewayCollector(Collector):
             smtp.refused,
         )
         yield _by_label(
+            "mxgate_smtpd_busy_polls",
+            "waits for a client's next command that the workers polled for, by"
+            " result (caught: the input came within the window; expired: the"
+            " loop slept after the window, smtpd_busy_poll)",
+            "result",
+            smtp.busy_polls,
+        )
+        yield CounterMetricFamily(
+            "mxgate_smtpd_busy_poll_seconds",
+            "time the workers' loops spent polling for input instead of sleeping",
+            value=smtp.busy_poll_seconds,
+        )
+        yield _by_label(
             "mxgate_delivery_recipients",
             "delivery attempts per recipient, by outcome",
             "status",

@@ -74,8 +74,12 @@ class BusyPoller:
         self._polling = False
         self._poll_seen = 0
         self._poll_until = 0.0
-        self.polls = 0  # polls started
-        self.caught = 0  # polls that ended with input (not by running out)
+        self._poll_from = -1.0  # when the wait being polled for began; -1: none
+        self.polls = 0  # waits polled for
+        # For the metrics (the worker sends them to the master once a second):
+        self.caught = 0  # waits that polling saw end with input
+        self.expired = 0  # polls that ran out of window (the loop then slept)
+        self.polled = 0.0  # seconds spent polling: from each wait to its input or the window's end
 
     def input(self) -> None:
         """Input arrived (a command, a new connection): learn from the wait."""
@@ -85,7 +89,12 @@ class BusyPoller:
         since = self._waiting_since
         if since >= 0:
             self._waiting_since = -1.0
-            self.window.waited(self.clock() - since)
+            now = self.clock()
+            self.window.waited(now - since)
+            if self._poll_from >= 0:  # polling for it: caught
+                self.polled += now - self._poll_from
+                self._poll_from = -1.0
+                self.caught += 1
 
     def wait(self) -> None:
         """A session answered and waits for its client: poll for a moment."""
@@ -100,6 +109,7 @@ class BusyPoller:
         # since) goes on for this wait instead.
         self._poll_seen = self._inputs
         self._poll_until = now + window
+        self._poll_from = now
         self.polls += 1
         if not self._polling:
             self._polling = True
@@ -111,8 +121,11 @@ class BusyPoller:
         # window runs out or input came (whoever it was for).
         if self._inputs != self._poll_seen:
             self._polling = False
-            self.caught += 1
         elif self.clock() >= self._poll_until:
             self._polling = False
+            if self._poll_from >= 0:
+                self.polled += self._poll_until - self._poll_from
+                self._poll_from = -1.0
+                self.expired += 1
         else:
             self.loop.call_soon(self._poll)
