@@ -26,18 +26,15 @@ import asyncio
 import os
 import tempfile
 import time
-from ipaddress import ip_address, ip_network
 from pathlib import Path
 
 import uvloop
 from instructions import per_unit
 
-from mxgate.core.routing import RoutingPolicy
 from mxgate.core.snapshot import RoutingData
 from mxgate.maillog import open_mail_log
-from mxgate.server.recording import RecordingTransport
+from mxgate.server.recording import RecordingTransport, loopback_settings
 from mxgate.server.session import Session
-from mxgate.server.transaction import SessionSettings
 from mxgate.spool import Spool
 
 BODY = b"Subject: cost\r\n\r\n" + (b"x" * 76 + b"\r\n") * 52 + b".\r\n"
@@ -65,21 +62,7 @@ def routing_data() -> RoutingData:
 
 async def run(count: int, workdir: Path) -> list[float]:
     log, _ = open_mail_log("mx.bench.example", str(workdir / "maillog"), None, "")
-    policy = RoutingPolicy(
-        myhostname="mx.bench.example",
-        mynetworks=(ip_network("127.0.0.254/32"),),
-        local_addresses=(ip_address("127.0.0.1"),),
-        postmaster="postmaster@bench.example",
-    )
-    settings = SessionSettings(
-        hostname="mx.bench.example",
-        banner="ESMTP mxgate",
-        message_size_limit=30720000,
-        smtpd_timeout=300.0,
-        hard_error_limit=20,
-        hopcount_limit=50,
-        policy=policy,
-    )
+    settings = loopback_settings("mx.bench.example", "postmaster@bench.example")
     snapshot = routing_data()
     # One client at a time: the journal's fdatasync runs inline, as in serve.
     spool = Spool(workdir / "spool", journal=True, quiet=lambda: True)

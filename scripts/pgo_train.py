@@ -21,7 +21,6 @@ import asyncio
 import io
 import tempfile
 import time
-from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import cast
 
@@ -34,9 +33,8 @@ from mxgate.delivery import Courier, CourierConfig, StaticResolver
 from mxgate.delivery.bounce import BounceSettings
 from mxgate.delivery.scheduler import QueueManager, SchedulerSettings
 from mxgate.maillog import MailLog
-from mxgate.server.recording import RecordingTransport
+from mxgate.server.recording import RecordingTransport, loopback_settings
 from mxgate.server.session import Session
-from mxgate.server.transaction import SessionSettings
 from mxgate.spool import Spool
 
 BODY = b"Subject: training\r\n\r\n" + (b"x" * 76 + b"\r\n") * 52 + b".\r\n"
@@ -109,21 +107,7 @@ def routing_data(port: int) -> RoutingData:
 
 
 async def receive(spool: Spool, data: RoutingData, log: MailLog, count: int) -> None:
-    policy = RoutingPolicy(
-        myhostname="mx.train.example",
-        mynetworks=(ip_network("127.0.0.254/32"),),
-        local_addresses=(ip_address("127.0.0.1"),),
-        postmaster="postmaster@example.com",
-    )
-    settings = SessionSettings(
-        hostname="mx.train.example",
-        banner="ESMTP mxgate",
-        message_size_limit=30720000,
-        smtpd_timeout=300.0,
-        hard_error_limit=20,
-        hopcount_limit=50,
-        policy=policy,
-    )
+    settings = loopback_settings("mx.train.example", "postmaster@example.com")
     for number in range(count):
         rcpts = [b"RCPT TO:<a@example.com>\r\n"]
         if number % 10 == 0:

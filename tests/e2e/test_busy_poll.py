@@ -8,17 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from ipaddress import ip_address, ip_network
 from pathlib import Path
 
 import uvloop
 
-from mxgate.core.routing import RoutingPolicy
 from mxgate.core.snapshot import RoutingData
 from mxgate.maillog import MailLog
 from mxgate.server.listener import Listener
+from mxgate.server.recording import loopback_settings
 from mxgate.server.session import Session
-from mxgate.server.transaction import SessionSettings
 from mxgate.spool import Spool
 from tests.e2e.gateway import INSIDE, free_port
 
@@ -49,20 +47,7 @@ def routing_data() -> RoutingData:
 
 async def serve_while(tmp_path: Path, client: list[str], port: int) -> Listener:
     """Run a worker's listener with polling on until ``client`` exits (status 0)."""
-    settings = SessionSettings(
-        hostname="mx.test.example",
-        banner="ESMTP mxgate",
-        message_size_limit=10_000_000,
-        smtpd_timeout=30.0,
-        hard_error_limit=20,
-        hopcount_limit=50,
-        policy=RoutingPolicy(
-            myhostname="mx.test.example",
-            mynetworks=(ip_network("127.0.0.254/32"),),
-            local_addresses=(ip_address(INSIDE),),
-            postmaster="postmaster@server1.example.com",
-        ),
-    )
+    settings = loopback_settings("mx.test.example", "postmaster@server1.example.com")
     data = routing_data()
     log = MailLog("mx.test.example", (tmp_path / "maillog").open("a"))
     with Spool(tmp_path / "spool", journal=True, quiet=lambda: True) as spool:
